@@ -1,0 +1,79 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+// CI (and anyone who sets S7COMMD_STRICT=1) builds with every warning treated as an error.
+let strict = Context.environment["CI"] != nil || Context.environment["S7COMMD_STRICT"] != nil
+let commonSettings: [SwiftSetting] = strict ? [.treatAllWarnings(as: .error)] : []
+
+let package = Package(
+    name: "s7commd",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "s7commd", targets: ["s7commd"]),
+        .library(name: "S7Wire", targets: ["S7Wire"]),
+        .library(name: "PLCMemory", targets: ["PLCMemory"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    ],
+    targets: [
+        // Bytes only: TPKT, COTP and S7 PDUs as typed values. No I/O, no clocks, no globals.
+        .target(name: "S7Wire", swiftSettings: commonSettings),
+        // PLC memory: areas, data blocks, address arithmetic over one flat byte region.
+        .target(name: "PLCMemory", swiftSettings: commonSettings),
+        // The configuration file (SPEC section 2) decoded into typed values.
+        .target(name: "S7Config", dependencies: ["PLCMemory", "S7Session", "S7Wire"], swiftSettings: commonSettings),
+        // The per-connection state machine: bytes in, actions out.
+        .target(name: "S7Session", dependencies: ["S7Wire", "PLCMemory"], swiftSettings: commonSettings),
+        // The SwiftNIO server that serves a listening socket it is given.
+        .target(
+            name: "S7Server",
+            dependencies: [
+                "S7Session", "PLCMemory",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: commonSettings
+        ),
+        .executableTarget(
+            name: "s7commd",
+            dependencies: [
+                "S7Server", "S7Config", "S7Session", "PLCMemory",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: commonSettings
+        ),
+        // libFuzzer entry point over the decoder and the session state machine.
+        // Build: swift build -c debug --product S7Fuzz -Xswiftc -sanitize=fuzzer -Xswiftc -parse-as-library
+        .executableTarget(
+            name: "S7Fuzz",
+            dependencies: ["S7Session", "S7Wire", "PLCMemory", "S7Config"],
+            swiftSettings: commonSettings
+        ),
+        .testTarget(name: "S7WireTests", dependencies: ["S7Wire"], swiftSettings: commonSettings),
+        .testTarget(name: "PLCMemoryTests", dependencies: ["PLCMemory"], swiftSettings: commonSettings),
+        .testTarget(name: "S7ConfigTests", dependencies: ["S7Config", "PLCMemory"], swiftSettings: commonSettings),
+        .testTarget(
+            name: "S7SessionTests",
+            dependencies: ["S7Session", "S7Wire", "PLCMemory", "S7Config"],
+            resources: [.copy("Fixtures")],
+            swiftSettings: commonSettings
+        ),
+        .testTarget(
+            name: "S7ServerTests",
+            dependencies: [
+                "S7Server", "S7Session", "S7Config", "PLCMemory", "s7commd",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: commonSettings
+        ),
+    ]
+)

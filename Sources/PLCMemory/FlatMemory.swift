@@ -1,0 +1,107 @@
+import Synchronization
+
+/// Reads and writes PLC memory by area, data block and byte offset, checking every access.
+///
+/// An implementation makes each call atomic: a reader sees an item whole or not at all.
+public protocol PLCMemoryAccess: AnyObject, Sendable {
+    var layout: MemoryLayout { get }
+    /// Appends `count` bytes at `offset` of the region to `out`.
+    func read(_ area: PLCArea, db: UInt16, offset: Int, count: Int, into out: inout [UInt8]) throws(MemoryAccessError)
+    /// Stores `bytes` at `offset` of the region.
+    func write(_ area: PLCArea, db: UInt16, offset: Int, bytes: ArraySlice<UInt8>) throws(MemoryAccessError)
+    /// Reads bit `bit` (0-7) of the byte at `offset`.
+    func readBit(_ area: PLCArea, db: UInt16, offset: Int, bit: Int) throws(MemoryAccessError) -> Bool
+    /// Sets or clears bit `bit` (0-7) of the byte at `offset`, leaving the other bits as they are.
+    func writeBit(_ area: PLCArea, db: UInt16, offset: Int, bit: Int, value: Bool) throws(MemoryAccessError)
+}
+
+/// PLC memory over one flat byte region laid out by ``MemoryLayout``.
+///
+/// The region is either allocated here (single process) or handed in (shared memory); either
+/// way it is addressed by offsets only. One lock makes every call atomic.
+public final class FlatMemory: PLCMemoryAccess, @unchecked Sendable {
+    public let layout: MemoryLayout
+    private let region: UnsafeMutableRawBufferPointer
+    private let ownsRegion: Bool
+    private let lock = Mutex<Void>(())
+
+    /// Allocates a zeroed region for `layout`.
+    public init(layout: MemoryLayout) {
+        self.layout = layout
+        region = UnsafeMutableRawBufferPointer.allocate(byteCount: layout.totalSize, alignment: 64)
+        region.initializeMemory(as: UInt8.self, repeating: 0)
+        ownsRegion = true
+    }
+
+    /// Uses a region provided by the caller (for example a shared-memory mapping), which must
+    /// stay valid for the lifetime of this object and be at least `layout.totalSize` bytes.
+    public init(layout: MemoryLayout, region: UnsafeMutableRawBufferPointer) {
+        precondition(region.count >= layout.totalSize, "region smaller than its layout")
+        self.layout = layout
+        self.region = region
+        ownsRegion = false
+    }
+
+    /// Convenience: lays out `definition` and allocates its region.
+    public convenience init(_ definition: MemoryDefinition) throws(MemoryLayoutError) {
+        self.init(layout: try MemoryLayout(definition))
+    }
+
+    deinit {
+        if ownsRegion { region.deallocate() }
+    }
+
+    @inline(__always)
+    private func locate(_ area: PLCArea, _ db: UInt16, _ offset: Int, _ count: Int, writing: Bool) throws(MemoryAccessError) -> Int {
+        guard let p = layout.placement(area, db: db) else { throw .objectDoesNotExist }
+        guard offset >= 0, count >= 0, offset <= p.size, count <= p.size - offset else { throw .addressOutOfRange }
+        if writing && p.readOnly { throw .readOnly }
+        return p.offset + offset
+    }
+
+    public func read(_ area: PLCArea, db: UInt16, offset: Int, count: Int, into out: inout [UInt8]) throws(MemoryAccessError) {
+        let at = try locate(area, db, offset, count, writing: false)
+        let source = UnsafeRawBufferPointer(rebasing: region[at..<at + count])
+        lock.withLock { _ in out.append(contentsOf: source) }
+    }
+
+    public func write(_ area: PLCArea, db: UInt16, offset: Int, bytes: ArraySlice<UInt8>) throws(MemoryAccessError) {
+        let at = try locate(area, db, offset, bytes.count, writing: true)
+        let target = UnsafeMutableRawBufferPointer(rebasing: region[at..<at + bytes.count])
+        lock.withLock { _ in bytes.withUnsafeBytes { target.copyMemory(from: $0) } }
+    }
+
+    public func readBit(_ area: PLCArea, db: UInt16, offset: Int, bit: Int) throws(MemoryAccessError) -> Bool {
+        guard (0...7).contains(bit) else { throw .addressOutOfRange }
+        let at = try locate(area, db, offset, 1, writing: false)
+        return lock.withLock { _ in region[at] & (1 << UInt8(bit)) != 0 }
+    }
+
+    public func writeBit(_ area: PLCArea, db: UInt16, offset: Int, bit: Int, value: Bool) throws(MemoryAccessError) {
+        guard (0...7).contains(bit) else { throw .addressOutOfRange }
+        let at = try locate(area, db, offset, 1, writing: true)
+        lock.withLock { _ in
+            if value { region[at] |= 1 << UInt8(bit) } else { region[at] &= ~(1 << UInt8(bit)) }
+        }
+    }
+
+    /// Reads bytes of an image table (the PLC side's view), for tests and tools.
+    public func readTable(_ table: ImageTable, element: Int, count: Int) -> [UInt8]? {
+        guard let base = layout.tableOffsets[table], element >= 0, count >= 0,
+              element * table.elementSize + count <= table.byteSize else { return nil }
+        let at = base + element * table.elementSize
+        return lock.withLock { _ in Array(region[at..<at + count]) }
+    }
+
+    /// Writes bytes of an image table (the PLC side's view), for tests and tools.
+    @discardableResult
+    public func writeTable(_ table: ImageTable, element: Int, bytes: [UInt8]) -> Bool {
+        guard let base = layout.tableOffsets[table], element >= 0,
+              element * table.elementSize + bytes.count <= table.byteSize else { return false }
+        let at = base + element * table.elementSize
+        lock.withLock { _ in
+            for (i, b) in bytes.enumerated() { region[at + i] = b }
+        }
+        return true
+    }
+}

@@ -1,0 +1,116 @@
+import Foundation
+import PLCMemory
+import S7Session
+import S7Wire
+
+/// The effective configuration: every value present, in range and typed.
+public struct S7Configuration: Sendable {
+    public struct Server: Equatable, Sendable {
+        public var enabled: Bool
+        public var bindAddress: String
+        public var port: Int
+        public var maxClients: Int
+        public var pduSize: Int
+        public var sendTimeoutMs: Int
+        public var recvTimeoutMs: Int
+        public var pingTimeoutMs: Int
+        public var workIntervalMs: Int
+        public var allowedRackSlots: [RackSlot]
+
+        /// The endpoint as the editor names it.
+        public var endpoint: String {
+            let host = bindAddress.contains(":") ? "[\(bindAddress)]" : bindAddress
+            return "codes7://\(host):\(port)"
+        }
+    }
+
+    public struct Logging: Equatable, Sendable {
+        public var logConnections: Bool
+        public var logDataAccess: Bool
+        public var logErrors: Bool
+    }
+
+    public var server: Server
+    public var identity: PLCIdentity
+    public var memory: MemoryDefinition
+    public var dataBlockDescriptions: [UInt16: String]
+    public var logging: Logging
+
+    /// Defaults of the editor's help page and SPEC section 2.
+    public enum Defaults {
+        public static let enabled = false
+        public static let bindAddress = "0.0.0.0"
+        public static let port = 102
+        public static let maxClients = 32
+        public static let pduSize = 480
+        public static let sendTimeoutMs = 3000
+        public static let recvTimeoutMs = 3000
+        public static let pingTimeoutMs = 10000
+        public static let workIntervalMs = 100
+        public static let minimumTimeoutMs = 100
+        public static let maximumStringLength = 64
+        public static let portRange = 1...65535
+        public static let maxClientsRange = 1...1024
+        public static let pduRange = S7Limits.minimumConfiguredPDUSize...S7Limits.maximumConfiguredPDUSize
+        public static let dbNumberRange = 1...65535
+        public static let sizeRange = 1...65535
+        public static let countRange = 1...65535
+    }
+
+    /// Loads and validates a file; throws ``ConfigurationError`` listing every problem.
+    public static func load(path: String) throws -> S7Configuration {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw ConfigurationError(path: path, problems: [ConfigurationProblem(
+                keyPath: "(file)", value: path, allowed: "a readable JSON file",
+                meaning: "could not be read: \((error as NSError).localizedDescription)")])
+        }
+        return try parse(data, path: path)
+    }
+
+    /// Decodes and validates JSON text.
+    public static func parse(_ data: Data, path: String = "(text)") throws -> S7Configuration {
+        let file: ConfigurationFile
+        do {
+            file = try ConfigurationFile.decoder().decode(ConfigurationFile.self, from: data)
+        } catch let error as DecodingError {
+            throw ConfigurationError(path: path, problems: [problem(from: error)])
+        }
+        return try validate(file, path: path)
+    }
+
+    static func problem(from error: DecodingError) -> ConfigurationProblem {
+        func path(_ keys: [any CodingKey]) -> String {
+            keys.map { k in k.intValue.map { "[\($0)]" } ?? ".\(snake(k.stringValue))" }.joined()
+                .trimmingCharacters(in: CharacterSet(charactersIn: "."))
+        }
+        switch error {
+        case .typeMismatch(let type, let ctx):
+            return ConfigurationProblem(keyPath: path(ctx.codingPath), value: "a value of another type",
+                                        allowed: "a value of type \(type)", meaning: ctx.debugDescription)
+        case .valueNotFound(let type, let ctx):
+            return ConfigurationProblem(keyPath: path(ctx.codingPath), value: "null",
+                                        allowed: "a value of type \(type)", meaning: ctx.debugDescription)
+        case .keyNotFound(let key, let ctx):
+            return ConfigurationProblem(keyPath: path(ctx.codingPath + [key]), value: "(missing)",
+                                        allowed: "a value", meaning: "this key is required here")
+        case .dataCorrupted(let ctx):
+            let underlying = (ctx.underlyingError as NSError?)?.userInfo["NSDebugDescription"] as? String
+            return ConfigurationProblem(keyPath: ctx.codingPath.isEmpty ? "(file)" : path(ctx.codingPath),
+                                        value: "not valid JSON", allowed: "a JSON object as in docs/configuration.md",
+                                        meaning: underlying ?? ctx.debugDescription)
+        @unknown default:
+            return ConfigurationProblem(keyPath: "(file)", value: "?", allowed: "valid JSON", meaning: "\(error)")
+        }
+    }
+
+    static func snake(_ camel: String) -> String {
+        var out = ""
+        for c in camel {
+            if c.isUppercase { out += "_" + c.lowercased() } else { out.append(c) }
+        }
+        return out
+    }
+}

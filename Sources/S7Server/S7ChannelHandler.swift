@@ -1,0 +1,160 @@
+import Logging
+import NIOCore
+import S7Session
+
+/// The thin shell around one ``S7Session``: bytes from the socket in, responses out, timers and
+/// log lines around it. All protocol decisions are the session's.
+final class S7ChannelHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private var session: S7Session
+    private var out: [UInt8] = []
+    private let settings: ServerSettings
+    private let registry: ConnectionRegistry
+    private var logger: Logger
+    private var peer = "unknown peer"
+    private var admitted = false
+    private var closeReason: String?
+    private var idleTimer: Scheduled<Void>?
+    private var receiveTimer: Scheduled<Void>?
+    private var sendTimer: Scheduled<Void>?
+    private var wroteSomething = false
+
+    init(session: S7Session, settings: ServerSettings, registry: ConnectionRegistry, logger: Logger) {
+        self.session = session
+        self.settings = settings
+        self.registry = registry
+        self.logger = logger
+        out.reserveCapacity(1024)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        peer = context.remoteAddress.map(Self.describe) ?? "unknown peer"
+        logger[metadataKey: "peer"] = .string(peer)
+        guard registry.admit(context.channel) else {
+            logger.warning("refused \(peer): max_clients (\(registry.limit)) clients are connected already; raise server.max_clients or find the client that leaks connections")
+            context.close(promise: nil)
+            return
+        }
+        admitted = true
+        if settings.logConnections { logger.info("client \(peer) connected (\(registry.count) of \(registry.limit))") }
+        armIdleTimer(context: context)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        receiveTimer?.cancel()
+        sendTimer?.cancel()
+        if admitted {
+            registry.remove(context.channel)
+            if settings.logConnections {
+                logger.info("client \(peer) disconnected: \(closeReason ?? "the client closed the connection")")
+            }
+        }
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard admitted, closeReason == nil else { return }
+        let buffer = unwrapInboundIn(data)
+        let outcome = buffer.withUnsafeReadableBytes { session.receive($0, into: &out) }
+        drainEvents()
+        if !out.isEmpty {
+            var response = context.channel.allocator.buffer(capacity: out.count)
+            response.writeBytes(out)
+            out.removeAll(keepingCapacity: true)
+            context.write(wrapOutboundOut(response), promise: nil)
+            wroteSomething = true
+        }
+        armIdleTimer(context: context)
+        if case .close(let reason) = outcome {
+            close(context: context, reason: reason, flush: true)
+            return
+        }
+        receiveTimer?.cancel()
+        receiveTimer = nil
+        if session.hasPartialInput {
+            let timeout = settings.receiveTimeout
+            receiveTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
+                self?.close(context: context, reason: "request incomplete after \(timeout.nanoseconds / 1_000_000) ms (server.recv_timeout_ms)", flush: false)
+            }
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        if wroteSomething {
+            wroteSomething = false
+            context.flush()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            sendTimer?.cancel()
+            sendTimer = nil
+        } else if sendTimer == nil {
+            let timeout = settings.sendTimeout
+            sendTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
+                self?.close(context: context, reason: "client took no data for \(timeout.nanoseconds / 1_000_000) ms (server.send_timeout_ms)", flush: false)
+            }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        close(context: context, reason: "socket error: \(error)", flush: false)
+    }
+
+    private func armIdleTimer(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        let timeout = settings.idleTimeout
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
+            self?.close(context: context, reason: "no request for \(timeout.nanoseconds / 1_000_000) ms (server.ping_timeout_ms)", flush: false)
+        }
+    }
+
+    private func close(context: ChannelHandlerContext, reason: String, flush: Bool) {
+        guard closeReason == nil else { return }
+        closeReason = reason
+        if flush { context.flush() }
+        context.close(promise: nil)
+    }
+
+    private func drainEvents() {
+        guard !session.events.isEmpty else { return }
+        for event in session.events { log(event) }
+        session.events.removeAll(keepingCapacity: true)
+    }
+
+    private func log(_ event: SessionEvent) {
+        switch event {
+        case .connected(let type, let rack, let slot, let tpdu):
+            guard settings.logConnections else { return }
+            let kind = type.map { t in [1: "PG", 2: "OP", 3: "S7 basic"][Int(t)] ?? "type 0x\(String(t, radix: 16))" } ?? "no TSAP"
+            logger.info("client \(peer) opened an ISO connection: \(kind), rack \(rack.map(String.init) ?? "?") slot \(slot.map(String.init) ?? "?"), TPDU \(tpdu) bytes")
+        case .negotiated(let proposed, let agreed):
+            guard settings.logConnections else { return }
+            logger.info("client \(peer) set up communication: proposed PDU \(proposed), agreed \(agreed)")
+        case .pduRefused(let proposed):
+            guard settings.logErrors else { return }
+            logger.warning("client \(peer) proposed PDU \(proposed), below the usable minimum; setup refused")
+        case .exceededPDU(let what, let size, let agreed):
+            guard settings.logErrors else { return }
+            logger.warning("client \(peer) sent a \(what) of \(size) bytes, more than the agreed PDU of \(agreed); answered with error 0x8500")
+        case .refused(let what, let error):
+            guard settings.logErrors else { return }
+            logger.notice("client \(peer): \(what) refused: \(error)")
+        case .dataAccess(let write, let item, let code):
+            logger.info("client \(peer) \(write ? "wrote" : "read") \(item): \(code == 0xFF ? "ok" : "return code 0x\(String(code, radix: 16))")")
+        }
+    }
+
+    static func describe(_ address: SocketAddress) -> String {
+        switch address {
+        case .v6: return "[\(address.ipAddress ?? "?")]:\(address.port ?? 0)"
+        default: return "\(address.ipAddress ?? "?"):\(address.port ?? 0)"
+        }
+    }
+}

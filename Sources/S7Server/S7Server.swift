@@ -1,0 +1,117 @@
+import Logging
+import NIOCore
+import NIOPosix
+import PLCMemory
+import S7Session
+import Synchronization
+
+/// What the server enforces around each session.
+public struct ServerSettings: Sendable {
+    public var maxClients: Int
+    /// A client that does not take our data for this long is dropped.
+    public var sendTimeout: TimeAmount
+    /// A request left incomplete (part of a frame received) for this long is dropped.
+    public var receiveTimeout: TimeAmount
+    /// A client that sends nothing for this long is dropped.
+    public var idleTimeout: TimeAmount
+    public var logConnections: Bool
+    public var logErrors: Bool
+
+    public init(maxClients: Int = 32, sendTimeout: TimeAmount = .seconds(3), receiveTimeout: TimeAmount = .seconds(3),
+                idleTimeout: TimeAmount = .seconds(10), logConnections: Bool = true, logErrors: Bool = true) {
+        self.maxClients = maxClients
+        self.sendTimeout = sendTimeout
+        self.receiveTimeout = receiveTimeout
+        self.idleTimeout = idleTimeout
+        self.logConnections = logConnections
+        self.logErrors = logErrors
+    }
+}
+
+/// Counts connected clients against the limit, shared by every event loop.
+final class ConnectionRegistry: Sendable {
+    let limit: Int
+    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+    private let total = Atomic<Int>(0)
+
+    init(limit: Int) { self.limit = limit }
+
+    /// Registers `channel` unless the limit is reached.
+    func admit(_ channel: any Channel) -> Bool {
+        channels.withLock { list in
+            guard list.count < limit else { return false }
+            list[ObjectIdentifier(channel)] = channel
+            total.add(1, ordering: .relaxed)
+            return true
+        }
+    }
+
+    func remove(_ channel: any Channel) {
+        channels.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(channel)) }
+    }
+
+    var count: Int { channels.withLock { $0.count } }
+    var all: [any Channel] { channels.withLock { Array($0.values) } }
+}
+
+/// Serves S7 clients on a listening socket it is given, with SwiftNIO. It never binds.
+public final class S7Server: Sendable {
+    public let settings: ServerSettings
+    let sessionConfiguration: SessionConfiguration
+    let memory: any PLCMemoryAccess
+    let logger: Logger
+    let group: MultiThreadedEventLoopGroup
+    let registry: ConnectionRegistry
+    private let serverChannel = Mutex<(any Channel)?>(nil)
+
+    public init(settings: ServerSettings, session: SessionConfiguration, memory: any PLCMemoryAccess,
+                logger: Logger, threads: Int = System.coreCount) {
+        self.settings = settings
+        self.sessionConfiguration = session
+        self.memory = memory
+        self.logger = logger
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
+        self.registry = ConnectionRegistry(limit: settings.maxClients)
+    }
+
+    /// Number of clients connected now.
+    public var connectedClients: Int { registry.count }
+
+    /// Starts accepting on `descriptor`, a bound and listening TCP socket; NIO owns it from now on.
+    @discardableResult
+    public func start(listeningOn descriptor: CInt) async throws -> SocketAddress? {
+        let settings = self.settings
+        let session = self.sessionConfiguration
+        let memory = self.memory
+        let logger = self.logger
+        let registry = self.registry
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 64 * 1024))
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let handler = S7ChannelHandler(session: S7Session(configuration: session, memory: memory),
+                                                   settings: settings, registry: registry, logger: logger)
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                }
+            }
+            .withBoundSocket(descriptor)
+            .get()
+        serverChannel.withLock { $0 = channel }
+        return channel.localAddress
+    }
+
+    /// Stops accepting, closes every client, and stops the event loops.
+    public func shutdown() async {
+        let channel = serverChannel.withLock { c -> (any Channel)? in
+            defer { c = nil }
+            return c
+        }
+        try? await channel?.close()
+        for client in registry.all {
+            try? await client.close()
+        }
+        try? await group.shutdownGracefully()
+    }
+}

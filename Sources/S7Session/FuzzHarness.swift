@@ -1,0 +1,43 @@
+import PLCMemory
+import S7Wire
+
+/// Drives a session with one arbitrary input, the way the fuzzer and the corpus replay test do.
+///
+/// The first byte picks the PDU size offered; the input is then split into chunks whose
+/// lengths cycle through 1, 7, 64 and the rest, so the framing code sees every kind of split.
+/// Checks the invariants that must hold for any input: the output is whole TPKT frames, never
+/// larger than the biggest frame, and the buffered input stays bounded.
+public enum FuzzHarness {
+    public static func run(_ input: [UInt8], memory: any PLCMemoryAccess) {
+        guard let first = input.first else { return }
+        let pdu = S7Limits.minimumConfiguredPDUSize + Int(first) * 3
+        var session = S7Session(configuration: SessionConfiguration(pduSize: min(pdu, S7Limits.maximumConfiguredPDUSize)), memory: memory)
+        var out: [UInt8] = []
+        var index = 1
+        let chunkSizes = [1, 7, 64, Int.max]
+        var turn = 0
+        while index < input.count {
+            let size = min(chunkSizes[turn % chunkSizes.count], input.count - index)
+            turn += 1
+            let outcome = input[index..<index + size].withUnsafeBytes { session.receive($0, into: &out) }
+            index += size
+            checkFrames(out)
+            out.removeAll(keepingCapacity: true)
+            session.events.removeAll()
+            precondition(!session.hasPartialInput || session.bufferedBytes <= S7Limits.maximumFrameLength + S7Limits.maximumReassembledPDU,
+                         "buffered input beyond its bound")
+            if case .close = outcome { break }
+        }
+    }
+
+    /// Every response is a sequence of whole, well-formed TPKT frames.
+    static func checkFrames(_ out: [UInt8]) {
+        var i = 0
+        while i < out.count {
+            precondition(out.count - i >= 4 && out[i] == 3, "response is not a TPKT frame")
+            let length = Int(out[i + 2]) << 8 | Int(out[i + 3])
+            precondition(length >= 7 && length <= S7Limits.maximumFrameLength && i + length <= out.count, "bad response frame length")
+            i += length
+        }
+    }
+}

@@ -1,0 +1,307 @@
+import PLCMemory
+import S7Wire
+
+/// What the channel handler must do after feeding bytes to a session.
+public enum SessionOutcome: Equatable, Sendable {
+    /// Send what was written to the output buffer (if anything) and keep reading.
+    case open
+    /// Send what was written to the output buffer (if anything), then close the connection.
+    case close(reason: String)
+}
+
+/// Things worth a log line; the channel handler drains ``S7Session/events`` after each call.
+public enum SessionEvent: Equatable, Sendable {
+    /// COTP connection accepted: called TSAP, rack and slot, agreed TPDU size.
+    case connected(connectionType: UInt8?, rack: Int?, slot: Int?, tpduSize: Int)
+    /// Setup Communication: what the client proposed and what was agreed.
+    case negotiated(proposed: Int, agreed: Int)
+    /// A Setup Communication proposing a PDU too small to use.
+    case pduRefused(proposed: Int)
+    /// A request (or the answer it needs) larger than the agreed PDU.
+    case exceededPDU(what: String, size: Int, agreed: Int)
+    /// A request answered with an error (unsupported function, malformed parameters, ...).
+    case refused(what: String, error: String)
+    /// A read or write of PLC memory, for `logging.log_data_access`.
+    case dataAccess(write: Bool, item: String, returnCode: UInt8)
+}
+
+/// One client connection's protocol state: TPKT framing, COTP connection and reassembly,
+/// Setup Communication, then S7 requests answered from PLC memory.
+///
+/// Pure: bytes in, response bytes and an outcome out. No sockets, clocks or globals; the
+/// clock comes in through ``SessionConfiguration/clock``.
+public struct S7Session {
+    public enum Phase: Equatable, Sendable {
+        case awaitingConnectionRequest
+        case awaitingSetup
+        case ready
+        case closed
+    }
+
+    public private(set) var phase: Phase = .awaitingConnectionRequest
+    /// The agreed PDU size, once Setup Communication is done.
+    public private(set) var agreedPDUSize: Int?
+    /// The client's connection request, once connected.
+    public private(set) var connection: COTPConnectionParameters?
+    /// Events since the caller last emptied this array.
+    public var events: [SessionEvent] = []
+
+    let configuration: SessionConfiguration
+    let memory: any PLCMemoryAccess
+    /// Bytes received but not yet consumed as whole frames.
+    private var inbound: [UInt8] = []
+    /// COTP segments of a PDU still being reassembled.
+    private var segments: [UInt8] = []
+    /// A userdata answer too long for one PDU, sent piece by piece.
+    var continuation: UserDataContinuation?
+    var nextSequenceNumber: UInt8 = 1
+    var tpduSize = 1 << Int(S7Limits.defaultTPDUSizeCode)
+
+    public init(configuration: SessionConfiguration, memory: any PLCMemoryAccess) {
+        self.configuration = configuration
+        self.memory = memory
+        inbound.reserveCapacity(S7Limits.maximumFrameLength)
+    }
+
+    /// Bytes held back: an incomplete frame and COTP segments awaiting their last part.
+    public var bufferedBytes: Int { inbound.count + segments.count }
+
+    /// True while part of a frame (or of a segmented PDU) waits for more bytes.
+    public var hasPartialInput: Bool { !inbound.isEmpty || !segments.isEmpty }
+
+    /// Feeds bytes from the peer; appends every response to `out`.
+    public mutating func receive(_ bytes: UnsafeRawBufferPointer, into out: inout [UInt8]) -> SessionOutcome {
+        guard phase != .closed else { return .close(reason: "connection already closed") }
+        inbound.append(contentsOf: bytes)
+        var consumed = 0
+        var outcome = SessionOutcome.open
+        while outcome == .open {
+            let available = inbound[consumed...]
+            let length: Int
+            do {
+                guard case .frame(let l) = try TPKT.peek(available) else { break }
+                length = l
+            } catch {
+                outcome = .close(reason: error.description)
+                break
+            }
+            guard available.count >= length else { break }
+            let frame = inbound[consumed..<consumed + length]
+            consumed += length
+            outcome = handleFrame(frame.dropFirst(S7Limits.tpktHeaderLength), &out)
+        }
+        if consumed == inbound.count {
+            inbound.removeAll(keepingCapacity: true)
+        } else if consumed > 0 {
+            inbound.removeFirst(consumed)
+        }
+        if case .close = outcome { phase = .closed }
+        return outcome
+    }
+
+    /// Convenience for tests and tools.
+    public mutating func receive(_ bytes: [UInt8], into out: inout [UInt8]) -> SessionOutcome {
+        bytes.withUnsafeBytes { receive($0, into: &out) }
+    }
+
+    private mutating func handleFrame(_ tpdu: ArraySlice<UInt8>, _ out: inout [UInt8]) -> SessionOutcome {
+        let pdu: COTPPDU
+        do {
+            pdu = try COTPPDU.decode(tpdu)
+        } catch {
+            return .close(reason: error.description)
+        }
+        switch pdu {
+        case .connectionRequest(let request):
+            guard phase == .awaitingConnectionRequest else {
+                return .close(reason: "second COTP connection request on a connected transport")
+            }
+            return connect(request, &out)
+        case .data(let eot, let payload):
+            guard phase != .awaitingConnectionRequest else {
+                return .close(reason: "COTP data before a connection request")
+            }
+            guard segments.count + payload.count <= S7Limits.maximumReassembledPDU else {
+                return .close(reason: "COTP segments add up to more than \(S7Limits.maximumReassembledPDU) bytes")
+            }
+            if !eot {
+                segments.append(contentsOf: payload)
+                return .open
+            }
+            if segments.isEmpty { return handlePDU(payload, &out) }
+            segments.append(contentsOf: payload)
+            let whole = segments[...]
+            defer { segments.removeAll(keepingCapacity: true) }
+            return handlePDU(whole, &out)
+        case .disconnectRequest(let dst, let src, _):
+            COTPPDU.disconnectConfirm(destinationReference: src, sourceReference: dst).encodeFrame(into: &out)
+            return .close(reason: "client disconnected (COTP disconnect request)")
+        case .connectionConfirm, .disconnectConfirm:
+            return .close(reason: "unexpected COTP TPDU from a client")
+        }
+    }
+
+    private mutating func connect(_ request: COTPConnectionParameters, _ out: inout [UInt8]) -> SessionOutcome {
+        let rackSlot = request.rack.flatMap { r in request.slot.map { RackSlot(rack: r, slot: $0) } }
+        if !configuration.allowedRackSlots.isEmpty {
+            guard let rs = rackSlot, configuration.allowedRackSlots.contains(rs) else {
+                COTPPDU.disconnectRequest(destinationReference: request.sourceReference, sourceReference: 1, reason: 0x80)
+                    .encodeFrame(into: &out)
+                let asked = rackSlot.map(\.description) ?? "no rack/slot"
+                return .close(reason: "connection to \(asked) refused: allowed are "
+                    + configuration.allowedRackSlots.map(\.description).joined(separator: ", "))
+            }
+        }
+        let requested = request.tpduSizeCode.flatMap { COTPConnectionParameters.tpduSize(code: $0) != nil ? $0 : nil }
+            ?? S7Limits.defaultTPDUSizeCode
+        let agreedCode = min(requested, S7Limits.maximumTPDUSizeCode)
+        tpduSize = 1 << Int(agreedCode)
+        var confirm = request
+        confirm.destinationReference = request.sourceReference
+        confirm.sourceReference = 0x0001
+        confirm.classOption = 0
+        confirm.tpduSizeCode = agreedCode
+        COTPPDU.connectionConfirm(confirm).encodeFrame(into: &out)
+        connection = request
+        phase = .awaitingSetup
+        events.append(.connected(connectionType: request.connectionType, rack: request.rack, slot: request.slot, tpduSize: tpduSize))
+        return .open
+    }
+
+    private mutating func handlePDU(_ bytes: ArraySlice<UInt8>, _ out: inout [UInt8]) -> SessionOutcome {
+        let pdu: S7RequestPDU
+        do {
+            pdu = try S7RequestPDU.decode(bytes)
+        } catch {
+            return refuseMalformed(bytes, error, &out)
+        }
+        let ref = pdu.header.pduReference
+        if case .setupCommunication(let calling, let called, let size) = pdu.request {
+            return setup(ref, calling, called, Int(size), &out)
+        }
+        guard phase == .ready, let agreed = agreedPDUSize else {
+            return .close(reason: "S7 request before Setup Communication")
+        }
+        if bytes.count > agreed {
+            events.append(.exceededPDU(what: "request", size: bytes.count, agreed: agreed))
+            return answerError(pdu, .incorrectPDUSize, &out)
+        }
+        switch pdu.request {
+        case .setupCommunication:
+            return .open  // handled above
+        case .readVar(let specs):
+            readVar(ref, specs, agreed, &out)
+        case .writeVar(let specs, let items):
+            writeVar(ref, specs, items, &out)
+        case .otherJob(let function):
+            events.append(.refused(what: "job function 0x\(String(function, radix: 16))", error: functionName(function)))
+            writeJobError(ref, function: function, error: refusal(for: function), &out)
+        case .userData(let params, _, _, let payload):
+            userData(ref, params, payload, agreed, &out)
+        }
+        return .open
+    }
+
+    /// Answers a PDU whose header is sound but whose parameters are not; closes when even the
+    /// header is unusable, since there is nothing to answer to.
+    private mutating func refuseMalformed(_ bytes: ArraySlice<UInt8>, _ error: S7WireError, _ out: inout [UInt8]) -> SessionOutcome {
+        guard phase == .ready, let header = try? S7Header.decode(bytes),
+              header.rosctr == S7ROSCTR.job.rawValue || header.rosctr == S7ROSCTR.userData.rawValue
+        else {
+            return .close(reason: error.description)
+        }
+        events.append(.refused(what: "malformed request", error: error.description))
+        if header.rosctr == S7ROSCTR.job.rawValue {
+            let function = bytes.count > header.length ? bytes[bytes.startIndex + header.length] : 0
+            writeJobError(header.pduReference, function: function, error: .functionNotImplemented, &out)
+        } else {
+            writeUserDataError(header.pduReference, group: 0, subfunction: 0, sequence: 0,
+                               error: S7UserDataError.functionNotImplemented, &out)
+        }
+        return .open
+    }
+
+    private mutating func answerError(_ pdu: S7RequestPDU, _ error: S7HeaderError, _ out: inout [UInt8]) -> SessionOutcome {
+        switch pdu.request {
+        case .userData(let p, _, _, _):
+            writeUserDataError(pdu.header.pduReference, group: p.group, subfunction: p.subfunction,
+                               sequence: p.sequenceNumber, error: error.value, &out)
+        case .readVar:
+            writeJobError(pdu.header.pduReference, function: S7Function.readVar.rawValue, error: error, &out)
+        case .writeVar:
+            writeJobError(pdu.header.pduReference, function: S7Function.writeVar.rawValue, error: error, &out)
+        case .otherJob(let f):
+            writeJobError(pdu.header.pduReference, function: f, error: error, &out)
+        case .setupCommunication:
+            writeJobError(pdu.header.pduReference, function: S7Function.setupCommunication.rawValue, error: error, &out)
+        }
+        return .open
+    }
+
+    private mutating func setup(_ ref: UInt16, _ calling: UInt16, _ called: UInt16, _ proposed: Int, _ out: inout [UInt8]) -> SessionOutcome {
+        guard phase == .awaitingSetup || phase == .ready else {
+            return .close(reason: "Setup Communication before a COTP connection")
+        }
+        guard proposed >= S7Limits.minimumNegotiablePDUSize else {
+            events.append(.pduRefused(proposed: proposed))
+            writeJobError(ref, function: S7Function.setupCommunication.rawValue, error: .incorrectPDUSize, &out)
+            return .open
+        }
+        let agreed = min(proposed, configuration.pduSize)
+        agreedPDUSize = agreed
+        phase = .ready
+        events.append(.negotiated(proposed: proposed, agreed: agreed))
+        var f = S7FrameBuilder(&out, rosctr: .ackData, pduReference: ref, error: S7HeaderError(errorClass: 0, code: 0))
+        out.append(S7Function.setupCommunication.rawValue)
+        out.append(0)
+        out.appendU16(max(1, min(calling, S7Limits.maximumParallelJobs)))
+        out.appendU16(max(1, min(called, S7Limits.maximumParallelJobs)))
+        out.appendU16(UInt16(agreed))
+        f.beginData(&out)
+        f.finish(&out)
+        return .open
+    }
+
+    /// A job a CPU does not serve here gets an ack_data with an error and the function echoed.
+    func writeJobError(_ ref: UInt16, function: UInt8, error: S7HeaderError, _ out: inout [UInt8]) {
+        var f = S7FrameBuilder(&out, rosctr: .ackData, pduReference: ref, error: error)
+        out.append(function)
+        switch function {
+        case S7Function.readVar.rawValue, S7Function.writeVar.rawValue:
+            out.append(0)  // no items follow
+        case S7Function.setupCommunication.rawValue:
+            // The full parameter, offering what this server would have agreed to.
+            out.append(0)
+            out.appendU16(1)
+            out.appendU16(1)
+            out.appendU16(configuration.pduSize)
+        default:
+            break
+        }
+        f.beginData(&out)
+        f.finish(&out)
+    }
+
+    private func refusal(for function: UInt8) -> S7HeaderError {
+        switch function {
+        case S7Function.plcStop.rawValue, S7Function.piService.rawValue,
+             S7Function.requestDownload.rawValue, S7Function.downloadBlock.rawValue, S7Function.downloadEnded.rawValue,
+             S7Function.startUpload.rawValue, S7Function.upload.rawValue, S7Function.endUpload.rawValue:
+            return .protectionViolation
+        default:
+            return .functionNotImplemented
+        }
+    }
+
+    private func functionName(_ function: UInt8) -> String {
+        switch function {
+        case S7Function.plcStop.rawValue: return "PLC stop is not allowed"
+        case S7Function.piService.rawValue: return "PI service (PLC start, copy RAM to ROM, compress, ...) is not allowed"
+        case S7Function.requestDownload.rawValue, S7Function.downloadBlock.rawValue, S7Function.downloadEnded.rawValue:
+            return "block download is not supported"
+        case S7Function.startUpload.rawValue, S7Function.upload.rawValue, S7Function.endUpload.rawValue:
+            return "block upload is not supported"
+        default: return "function not implemented"
+        }
+    }
+}
