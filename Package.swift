@@ -50,10 +50,10 @@ let package = Package(
             swiftSettings: commonSettings
         ),
         // libFuzzer entry point over the decoder and the session state machine.
-        // Build: swift build -c debug --product S7Fuzz -Xswiftc -sanitize=fuzzer -Xswiftc -parse-as-library
+        // Build: scripts/fuzz (libFuzzer build in .build-fuzz/, then a bounded run over the corpus).
         .executableTarget(
             name: "S7Fuzz",
-            dependencies: ["S7Session", "S7Wire", "PLCMemory", "S7Config"],
+            dependencies: ["S7Session", "S7Wire", "PLCMemory"],
             swiftSettings: commonSettings
         ),
         .testTarget(name: "S7WireTests", dependencies: ["S7Wire"], swiftSettings: commonSettings),
