@@ -128,7 +128,12 @@ public struct S7Session {
                 segments.append(contentsOf: payload)
                 return .open
             }
-            if segments.isEmpty { return handlePDU(payload, &out) }
+            let start = out.count
+            defer { segmentResponse(&out, from: start) }
+            if segments.isEmpty {
+                // An empty data TPDU carries nothing to answer; a CPU ignores it.
+                return payload.isEmpty ? .open : handlePDU(payload, &out)
+            }
             segments.append(contentsOf: payload)
             let whole = segments[...]
             defer { segments.removeAll(keepingCapacity: true) }
@@ -138,6 +143,21 @@ public struct S7Session {
             return .close(reason: "client disconnected (COTP disconnect request)")
         case .connectionConfirm, .disconnectConfirm:
             return .close(reason: "unexpected COTP TPDU from a client")
+        }
+    }
+
+    /// Splits the response frame written from `start` into data TPDUs no larger than the TPDU
+    /// size agreed in the connection confirm (only a client that asked for a small TPDU needs it).
+    private func segmentResponse(_ out: inout [UInt8], from start: Int) {
+        let room = tpduSize - 3
+        guard out.count - start > S7Limits.tpktHeaderLength + tpduSize else { return }
+        let pdu = Array(out[(start + S7Limits.tpktHeaderLength + 3)...])
+        out.removeSubrange(start...)
+        var offset = 0
+        while offset < pdu.count {
+            let end = min(offset + room, pdu.count)
+            COTPPDU.data(endOfTransmission: end == pdu.count, payload: pdu[offset..<end]).encodeFrame(into: &out)
+            offset = end
         }
     }
 
