@@ -295,6 +295,10 @@ public struct S7Session {
             out.appendU16(1)
             out.appendU16(1)
             out.appendU16(configuration.pduSize)
+        case S7Function.startUpload.rawValue:
+            // Status, two reserved bytes and a zero upload id: Wireshark's dissector reads all
+            // eight parameter bytes of a Start Upload answer, error or not.
+            out.append(contentsOf: [UInt8](repeating: 0, count: 7))
         default:
             break
         }

@@ -36,8 +36,6 @@ public enum S7Limits {
     public static let longHeaderLength = 12
     /// Length of one S7ANY item in a Read Var / Write Var parameter.
     public static let varItemLength = 12
-    /// Largest SZL answer s7commd builds before splitting it over PDUs.
-    public static let maximumSZLLength = 8192
     /// Longest TSAP accepted in a connection request.
     public static let maximumTSAPLength = 16
 }

@@ -257,7 +257,11 @@ public struct S7RequestPDU: Equatable, Sendable {
             var items: [S7DataItem] = []
             items.reserveCapacity(count)
             for i in 0..<count { items.append(try S7DataItem.decode(&d, isLast: i == count - 1)) }
-            guard d.remaining == 0 else { throw .malformed("Write Var carries \(d.remaining) bytes after its \(count) data items") }
+            // Some clients pad the last odd-length item too; one fill byte there is tolerated.
+            let lastIsOdd = items.last.map { $0.data.count % 2 == 1 } ?? false
+            guard d.remaining == 0 || (lastIsOdd && d.remaining == 1) else {
+                throw .malformed("Write Var carries \(d.remaining) bytes after its \(count) data items")
+            }
             return .writeVar(specs, items)
         default:
             return .otherJob(function: function)
