@@ -14,6 +14,7 @@
 #   BENCH_SPIN_K1=1           at K=1 the client busy-polls (s7load -P) so that its own
 #                             vCPU wake-up (~35 us on this VM) is not part of the numbers
 #   BENCH_SKIP_BUILD=1        use the existing .build/release/s7commd as is
+#   BENCH_S7COMMD_ARGS="..."  extra arguments for `s7commd run` (e.g. --threads 1)
 #
 # Writes bench/out/latest.md (and bench/out/results-*.jsonl).  Loopback only.
 # Exit status: 0 ok, 3 if s7commd could not be built/started (the other
@@ -156,7 +157,7 @@ start_snap7() { # port -> sets SNAP7_PID
 }
 start_s7commd() { # port max_clients tag -> sets S7_PID
     write_config "$WORK/s7commd-$3.json" "$1" "$2"
-    "$S7BIN" run --config "$WORK/s7commd-$3.json" >"$WORK/s7commd-$3.log" 2>&1 &
+    "$S7BIN" run --config "$WORK/s7commd-$3.json" ${BENCH_S7COMMD_ARGS:-} >"$WORK/s7commd-$3.log" 2>&1 &
     S7_PID=$!; PIDS+=("$S7_PID")
     wait_port "$1" "$S7_PID" 20
 }

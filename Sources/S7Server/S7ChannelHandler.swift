@@ -17,6 +17,7 @@ final class S7ChannelHandler: ChannelInboundHandler {
     private var admitted = false
     private var closeReason: String?
     private var idleTimer: Scheduled<Void>?
+    private var lastActivity = NIODeadline.now()
     private var receiveTimer: Scheduled<Void>?
     private var sendTimer: Scheduled<Void>?
     private var wroteSomething = false
@@ -107,11 +108,24 @@ final class S7ChannelHandler: ChannelInboundHandler {
         close(context: context, reason: "socket error: \(error)", flush: false)
     }
 
+    /// Notes activity; the idle timer is armed once and re-armed only when it fires, so a busy
+    /// connection costs a clock read per request instead of a timer cancel and reschedule.
     private func armIdleTimer(context: ChannelHandlerContext) {
-        idleTimer?.cancel()
+        lastActivity = context.eventLoop.now
+        guard idleTimer == nil else { return }
+        scheduleIdleCheck(context: context, at: lastActivity + settings.idleTimeout)
+    }
+
+    private func scheduleIdleCheck(context: ChannelHandlerContext, at deadline: NIODeadline) {
         let timeout = settings.idleTimeout
-        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
-            self?.close(context: context, reason: "no request for \(timeout.nanoseconds / 1_000_000) ms (server.ping_timeout_ms)", flush: false)
+        idleTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
+            guard let self, self.closeReason == nil else { return }
+            let due = self.lastActivity + timeout
+            if context.eventLoop.now >= due {
+                self.close(context: context, reason: "no request for \(timeout.nanoseconds / 1_000_000) ms (server.ping_timeout_ms)", flush: false)
+            } else {
+                self.scheduleIdleCheck(context: context, at: due)
+            }
         }
     }
 

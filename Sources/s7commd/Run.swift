@@ -20,7 +20,9 @@ struct Run: AsyncParsableCommand {
         valueName: "path"))
     var config: String?
 
-    @Option(help: "Event-loop threads serving clients (default: one per core).")
+    @Option(help: ArgumentHelp(
+        "Event-loop threads serving clients.",
+        discussion: "Default: half the cores, at least one: a request costs microseconds, and the PLC program on the same host needs the rest."))
     var threads: Int?
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
@@ -87,7 +89,7 @@ struct Run: AsyncParsableCommand {
                 receiveTimeout: .milliseconds(Int64(s.recvTimeoutMs)), idleTimeout: .milliseconds(Int64(s.pingTimeoutMs)),
                 logConnections: settings.logging.logConnections, logErrors: settings.logging.logErrors),
             session: settings.sessionConfiguration(clock: localClock),
-            memory: memory, logger: logger, threads: threads ?? System.coreCount)
+            memory: memory, logger: logger, threads: threads ?? max(1, System.coreCount / 2))
         let bound = try await server.start(listeningOn: fd)
         logger.info("listening on \(s.endpoint) (bound \(bound.map { "\($0)" } ?? "?")), max \(s.maxClients) clients, PDU up to \(s.pduSize) bytes; clients connect to this host's IP, port \(s.port), any rack/slot")
 
