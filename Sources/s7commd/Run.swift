@@ -63,7 +63,8 @@ struct Run: AsyncParsableCommand {
             throw ExitCode(2)
         }
         logger.info("s7commd \(S7CommdVersion.current) serving \(source)")
-        logger.info("PLC memory: \(settings.memory.dataBlocks.count) data blocks, \(memory.layout.totalSize) bytes")
+        let tables = ImageTable.allCases.reduce(0) { $0 + $1.byteSize }
+        logger.info("PLC memory: \(settings.memory.dataBlocks.count) data block(s) in one region of \(memory.layout.totalSize) bytes (\(tables) of them the PLC image tables that mappings view)")
 
         let signals = SignalWaiter([SIGTERM, SIGINT])
         guard settings.server.enabled else {
