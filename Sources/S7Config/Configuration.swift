@@ -104,7 +104,7 @@ public struct ConfigurationFile: Codable, Equatable, Sendable {
 }
 
 /// One thing wrong with a configuration: where, what, what is allowed, and what the field is for.
-public struct ConfigurationProblem: Error, Equatable, Sendable, CustomStringConvertible {
+public struct ConfigurationProblem: Error, Equatable, Codable, Sendable, CustomStringConvertible {
     public var keyPath: String
     public var value: String
     public var allowed: String
@@ -127,10 +127,15 @@ public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
     public var path: String
     public var problems: [ConfigurationProblem]
 
+    public init(path: String, problems: [ConfigurationProblem]) {
+        self.path = path
+        self.problems = problems
+    }
+
     public var description: String {
-        var lines = ["configuration \(path) is not valid (\(problems.count) problem\(problems.count == 1 ? "" : "s")); nothing was started:"]
+        var lines = ["configuration \(path) is not valid (\(problems.count) problem\(problems.count == 1 ? "" : "s")):"]
         lines += problems.map { "  - \($0)" }
-        lines.append("Fix the values above (see docs/configuration.md) and start again.")
+        lines.append("Fix the values above (docs/configuration.md explains every key).")
         return lines.joined(separator: "\n")
     }
 }

@@ -35,6 +35,8 @@ public struct S7Configuration: Sendable {
     public var memory: MemoryDefinition
     public var dataBlockDescriptions: [UInt16: String]
     public var logging: Logging
+    /// Accepted oddities (unknown keys, keys left to their default that matter).
+    public var warnings: [ConfigurationWarning] = []
 
     /// Defaults of the editor's help page and SPEC section 2.
     public enum Defaults {
@@ -47,14 +49,6 @@ public struct S7Configuration: Sendable {
         public static let recvTimeoutMs = 3000
         public static let pingTimeoutMs = 10000
         public static let workIntervalMs = 100
-        public static let minimumTimeoutMs = 100
-        public static let maximumStringLength = 64
-        public static let portRange = 1...65535
-        public static let maxClientsRange = 1...1024
-        public static let pduRange = S7Limits.minimumConfiguredPDUSize...S7Limits.maximumConfiguredPDUSize
-        public static let dbNumberRange = 1...65535
-        public static let sizeRange = 1...65535
-        public static let countRange = 1...65535
     }
 
     /// Loads and validates a file; throws ``ConfigurationError`` listing every problem.
@@ -72,13 +66,16 @@ public struct S7Configuration: Sendable {
 
     /// Decodes and validates JSON text.
     public static func parse(_ data: Data, path: String = "(text)") throws -> S7Configuration {
+        let document = try ConfigDocument(data: data, path: path)
         let file: ConfigurationFile
         do {
             file = try ConfigurationFile.decoder().decode(ConfigurationFile.self, from: data)
         } catch let error as DecodingError {
             throw ConfigurationError(path: path, problems: [problem(from: error)])
         }
-        return try validate(file, path: path)
+        var configuration = try validate(file, path: path)
+        configuration.warnings = document.unknownKeys() + configuration.warnings
+        return configuration
     }
 
     static func problem(from error: DecodingError) -> ConfigurationProblem {

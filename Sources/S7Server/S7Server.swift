@@ -30,18 +30,23 @@ public struct ServerSettings: Sendable {
 
 /// Counts connected clients against the limit, shared by every event loop.
 final class ConnectionRegistry: Sendable {
-    let limit: Int
+    private let limitValue: Atomic<Int>
     private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
-    private let total = Atomic<Int>(0)
 
-    init(limit: Int) { self.limit = limit }
+    init(limit: Int) { limitValue = Atomic(limit) }
+
+    /// The limit; lowering it closes no one, it only refuses newcomers until below it.
+    var limit: Int {
+        get { limitValue.load(ordering: .relaxed) }
+        set { limitValue.store(newValue, ordering: .relaxed) }
+    }
 
     /// Registers `channel` unless the limit is reached.
     func admit(_ channel: any Channel) -> Bool {
-        channels.withLock { list in
+        let limit = self.limit
+        return channels.withLock { list in
             guard list.count < limit else { return false }
             list[ObjectIdentifier(channel)] = channel
-            total.add(1, ordering: .relaxed)
             return true
         }
     }
@@ -56,8 +61,8 @@ final class ConnectionRegistry: Sendable {
 
 /// Serves S7 clients on a listening socket it is given, with SwiftNIO. It never binds.
 public final class S7Server: Sendable {
-    public let settings: ServerSettings
-    let sessionConfiguration: SessionConfiguration
+    /// Settings that `reload` may replace; each new connection takes the current ones.
+    private let live: Mutex<(settings: ServerSettings, session: SessionConfiguration)>
     let memory: any PLCMemoryAccess
     let logger: Logger
     let group: MultiThreadedEventLoopGroup
@@ -66,12 +71,21 @@ public final class S7Server: Sendable {
 
     public init(settings: ServerSettings, session: SessionConfiguration, memory: any PLCMemoryAccess,
                 logger: Logger, threads: Int = System.coreCount) {
-        self.settings = settings
-        self.sessionConfiguration = session
+        self.live = Mutex((settings, session))
         self.memory = memory
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         self.registry = ConnectionRegistry(limit: settings.maxClients)
+    }
+
+    /// The settings new connections get.
+    public var settings: ServerSettings { live.withLock { $0.settings } }
+
+    /// Replaces the settings for connections opened from now on; the client limit applies at
+    /// once to newcomers. Connections already open keep what they negotiated.
+    public func apply(settings: ServerSettings, session: SessionConfiguration) {
+        live.withLock { $0 = (settings, session) }
+        registry.limit = settings.maxClients
     }
 
     /// Number of clients connected now.
@@ -80,8 +94,6 @@ public final class S7Server: Sendable {
     /// Starts accepting on `descriptor`, a bound and listening TCP socket; NIO owns it from now on.
     @discardableResult
     public func start(listeningOn descriptor: CInt) async throws -> SocketAddress? {
-        let settings = self.settings
-        let session = self.sessionConfiguration
         let memory = self.memory
         let logger = self.logger
         let registry = self.registry
@@ -89,8 +101,9 @@ public final class S7Server: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 64 * 1024))
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+            .childChannelInitializer { [self] channel in
+                let (settings, session) = self.live.withLock { $0 }
+                return channel.eventLoop.makeCompletedFuture {
                     let handler = S7ChannelHandler(session: S7Session(configuration: session, memory: memory),
                                                    settings: settings, registry: registry, logger: logger)
                     try channel.pipeline.syncOperations.addHandler(handler)

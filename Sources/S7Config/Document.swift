@@ -1,0 +1,229 @@
+import Foundation
+
+/// A configuration file as a JSON tree, for editing one key at a time the way the editor saves
+/// a field when it loses focus: change, validate the whole file, write atomically.
+public struct ConfigDocument {
+    public private(set) var root: [String: Any]
+
+    public init(root: [String: Any] = [:]) {
+        self.root = root
+    }
+
+    public init(data: Data, path: String) throws(ConfigurationError) {
+        let object: Any
+        do {
+            object = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
+        } catch {
+            throw ConfigurationError(path: path, problems: [ConfigurationProblem(
+                keyPath: "(file)", value: "not valid JSON", allowed: "a JSON object as in docs/configuration.md",
+                meaning: (error as NSError).userInfo["NSDebugDescription"] as? String ?? "\(error)")])
+        }
+        guard let dict = object as? [String: Any] else {
+            throw ConfigurationError(path: path, problems: [ConfigurationProblem(
+                keyPath: "(file)", value: "a JSON \(type(of: object))", allowed: "a JSON object with sections server, plc_identity, ...",
+                meaning: "the top level of the file")])
+        }
+        root = dict
+    }
+
+    /// The file's bytes: sorted keys, indented, with a final newline.
+    public func data() -> Data {
+        var d = (try? JSONSerialization.data(withJSONObject: root, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        d.append(0x0A)
+        return d
+    }
+
+    /// Keys the schema does not know, with where they are.
+    public func unknownKeys() -> [ConfigurationWarning] {
+        var found: [ConfigurationWarning] = []
+        func walk(_ value: Any, _ path: String) {
+            if let dict = value as? [String: Any] {
+                for (k, v) in dict.sorted(by: { $0.key < $1.key }) {
+                    let p = path.isEmpty ? k : path + "." + k
+                    if ConfigSchema.key(for: p) == nil {
+                        found.append(ConfigurationWarning(keyPath: p, message: "unknown key, ignored: neither an OpenPLC s7comm plugin key nor an s7commd key (check its spelling against docs/configuration.md)"))
+                    } else {
+                        walk(v, p)
+                    }
+                }
+            } else if let list = value as? [Any] {
+                for (i, v) in list.enumerated() { walk(v, path + "[\(i)]") }
+            }
+        }
+        walk(root, "")
+        return found
+    }
+
+    // MARK: - Editing
+
+    enum Segment: Equatable {
+        case key(String)
+        case index(Int)
+        case append
+        case dbNumber(Int)
+    }
+
+    /// Parses `server.port`, `data_blocks[2].size_bytes`, `data_blocks[db=10].mapping.type`,
+    /// `data_blocks[+]`.
+    static func segments(_ path: String) -> [Segment]? {
+        var out: [Segment] = []
+        for part in path.split(separator: ".", omittingEmptySubsequences: false) {
+            var name = Substring(part)
+            var brackets: [Substring] = []
+            while name.last == "]", let open = name.lastIndex(of: "[") {
+                brackets.insert(name[name.index(after: open)..<name.index(before: name.endIndex)], at: 0)
+                name = name[..<open]
+            }
+            guard !name.isEmpty, !name.contains("["), !name.contains("]") else { return nil }
+            out.append(.key(String(name)))
+            for b in brackets {
+                if b == "+" { out.append(.append) } else if let i = Int(b), i >= 0 { out.append(.index(i)) } else if b.hasPrefix("db="), let n = Int(b.dropFirst(3)) {
+                    out.append(.dbNumber(n))
+                } else { return nil }
+            }
+        }
+        return out.isEmpty ? nil : out
+    }
+
+    /// Sets the value at `path`. `text` is read as JSON when it parses as JSON (numbers, true,
+    /// false, null, objects, lists, "quoted strings") except for string-typed keys, where it is
+    /// taken as it is.
+    public mutating func set(_ path: String, text: String) throws(ConfigEditError) {
+        let value: Any
+        if case .string? = ConfigSchema.key(for: path)?.kind { value = text } else if case .address? = ConfigSchema.key(for: path)?.kind {
+            value = text
+        } else if case .mappingType? = ConfigSchema.key(for: path)?.kind { value = text } else if case .version? = ConfigSchema.key(for: path)?.kind {
+            value = text
+        } else if let parsed = try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed]) {
+            value = parsed
+        } else {
+            value = text
+        }
+        try set(path, value: value)
+    }
+
+    public mutating func set(_ path: String, value: Any) throws(ConfigEditError) {
+        guard let segs = Self.segments(path) else { throw .badPath(path) }
+        root = try Self.assign(root, segs[...], value, path) as? [String: Any] ?? root
+    }
+
+    /// Removes the key or list element at `path`.
+    public mutating func unset(_ path: String) throws(ConfigEditError) {
+        guard let segs = Self.segments(path) else { throw .badPath(path) }
+        root = try Self.assign(root, segs[...], nil, path) as? [String: Any] ?? root
+    }
+
+    private static func assign(_ node: Any?, _ segs: ArraySlice<Segment>, _ value: Any?, _ path: String) throws(ConfigEditError) -> Any? {
+        guard let seg = segs.first else { return value }
+        let rest = segs.dropFirst()
+        switch seg {
+        case .key(let k):
+            var dict: [String: Any]
+            if node == nil { dict = [:] } else if let d = node as? [String: Any] { dict = d } else { throw .notAnObject(path) }
+            if value == nil && rest.isEmpty {
+                guard dict[k] != nil else { throw .noSuchKey(path) }
+                dict.removeValue(forKey: k)
+            } else {
+                dict[k] = try assign(dict[k], rest, value, path)
+            }
+            return dict
+        case .index, .append, .dbNumber:
+            var list: [Any]
+            if node == nil { list = [] } else if let l = node as? [Any] { list = l } else { throw .notAList(path) }
+            let index: Int
+            switch seg {
+            case .index(let i):
+                guard i < list.count else { throw .noSuchElement(path, count: list.count) }
+                index = i
+            case .dbNumber(let n):
+                guard let i = list.firstIndex(where: { ($0 as? [String: Any])?["db_number"] as? Int == n }) else { throw .noSuchDB(path, n) }
+                index = i
+            default:
+                guard value != nil else { throw .badPath(path) }
+                list.append(try assign(nil, rest, value, path) as Any)
+                return list
+            }
+            if value == nil && rest.isEmpty {
+                list.remove(at: index)
+            } else {
+                list[index] = try assign(list[index], rest, value, path) as Any
+            }
+            return list
+        }
+    }
+
+    // MARK: - Saving
+
+    /// Writes the file atomically: a temporary file in the same directory, fsync, rename over
+    /// the old file, fsync of the directory. On any error the old file is untouched.
+    ///
+    /// The test hook `S7COMMD_TEST_PAUSE_BEFORE_RENAME` (seconds) waits between the fsync and
+    /// the rename so a test can kill the process there.
+    public func write(to path: String) throws(ConfigEditError) {
+        try Self.atomicWrite(data(), to: path)
+    }
+
+    public static func atomicWrite(_ bytes: Data, to path: String) throws(ConfigEditError) {
+        let url = URL(fileURLWithPath: path)
+        let directory = url.deletingLastPathComponent().path
+        let temporary = directory + "/." + url.lastPathComponent + ".tmp-\(getpid())"
+        var mode: mode_t = 0o644
+        var st = stat()
+        if stat(path, &st) == 0 { mode = st.st_mode & 0o7777 }
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw .io("cannot create \(temporary)", errno) }
+        var ok = bytes.withUnsafeBytes { raw -> Bool in
+            var offset = 0
+            while offset < raw.count {
+                let n = Foundation.write(fd, raw.baseAddress! + offset, raw.count - offset)
+                if n < 0 { if errno == EINTR { continue }; return false }
+                offset += n
+            }
+            return true
+        }
+        let writeErrno = errno
+        if ok { ok = fsync(fd) == 0 }
+        close(fd)
+        guard ok else {
+            unlink(temporary)
+            throw .io("cannot write \(temporary)", writeErrno)
+        }
+        if let pause = ProcessInfo.processInfo.environment["S7COMMD_TEST_PAUSE_BEFORE_RENAME"], let seconds = Double(pause) {
+            usleep(UInt32(seconds * 1_000_000))
+        }
+        guard rename(temporary, path) == 0 else {
+            let e = errno
+            unlink(temporary)
+            throw .io("cannot replace \(path)", e)
+        }
+        let dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dfd >= 0 {
+            fsync(dfd)
+            close(dfd)
+        }
+    }
+}
+
+/// Why an edit could not be made; nothing was written.
+public enum ConfigEditError: Error, CustomStringConvertible {
+    case badPath(String)
+    case notAnObject(String)
+    case notAList(String)
+    case noSuchKey(String)
+    case noSuchElement(String, count: Int)
+    case noSuchDB(String, Int)
+    case io(String, CInt)
+
+    public var description: String {
+        switch self {
+        case .badPath(let p):
+            return "\(p) is not a key path; write it like server.port, data_blocks[0].size_bytes, data_blocks[db=10].mapping.type or data_blocks[+]"
+        case .notAnObject(let p): return "\(p) goes through a value that is not an object"
+        case .notAList(let p): return "\(p) indexes a value that is not a list"
+        case .noSuchKey(let p): return "\(p) is not set in the file, so there is nothing to remove"
+        case .noSuchElement(let p, let n): return "\(p): the list has \(n) element(s), counted from 0"
+        case .noSuchDB(let p, let n): return "\(p): no data block with db_number \(n)"
+        case .io(let what, let e): return "\(what): \(String(cString: strerror(e)))"
+        }
+    }
+}
