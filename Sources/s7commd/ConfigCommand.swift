@@ -12,7 +12,7 @@ struct ConfigCommand: ParsableCommand {
             leaves the file as it was. Changes apply at the next start, except those `config show`
             marks "live", which `s7commd reload` (SIGHUP) applies to connections opened afterwards.
             """,
-        subcommands: [Init.self, Check.self, Show.self, Set.self, Unset.self])
+        subcommands: [Init.self, Check.self, Show.self, Set.self, Unset.self, Keys.self])
 
     struct FileOptions: ParsableArguments {
         @Option(name: .shortAndLong, help: ArgumentHelp("The configuration file.", valueName: "path"))
@@ -126,6 +126,33 @@ struct ConfigCommand: ParsableCommand {
         }
     }
 
+    struct Keys: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List every key the file may hold: type, default, allowed values, meaning, live or restart.")
+        @Flag(help: "Print JSON for scripts.") var json = false
+        @Flag(help: "Print a Markdown table (the one in docs/configuration.md).") var markdown = false
+
+        func run() {
+            let keys = ConfigSchema.keys.filter { $0.kind != .object && $0.kind != .array || $0.path.hasSuffix("allowed_rack_slots") || $0.path == "data_blocks" }
+            if json {
+                printJSON(keys.map { KeyRow(key: $0.path, allowed: $0.allowed, defaultValue: $0.defaultValue, applies: $0.applies.rawValue,
+                                            meaning: $0.meaning, s7commdOnly: $0.s7commdOnly) })
+            } else if markdown {
+                print("| key | default | allowed | applies | meaning |")
+                print("|---|---|---|---|---|")
+                for k in keys {
+                    let name = "`\(k.path)`" + (k.s7commdOnly ? " *(s7commd)*" : "")
+                    print("| \(name) | \(k.defaultValue.isEmpty ? "" : "`\(k.defaultValue)`") | \(k.allowed) | \(k.applies.rawValue) | \(k.meaning) |")
+                }
+            } else {
+                for k in keys {
+                    print("\(k.path)\(k.s7commdOnly ? " (s7commd)" : ""): \(k.allowed); default \(k.defaultValue.isEmpty ? "none" : k.defaultValue); \(k.applies.rawValue)")
+                    print("    \(k.meaning)")
+                }
+            }
+        }
+    }
+
     struct Unset: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Remove one key (it falls back to its default) or one list element, validate, and save atomically.")
@@ -171,6 +198,15 @@ private func edit(_ options: ConfigCommand.FileOptions, _ key: String, describe:
     } catch let error as ConfigEditError {
         fail("change refused, \(path) was not modified: \(error)", json: options.json)
     }
+}
+
+struct KeyRow: Encodable {
+    var key: String
+    var allowed: String
+    var defaultValue: String
+    var applies: String
+    var meaning: String
+    var s7commdOnly: Bool
 }
 
 struct CheckReport: Encodable {
