@@ -83,6 +83,11 @@ struct Run: AsyncParsableCommand {
             logger.notice("server.enabled is false: the server is disabled and no listener is opened; PLC memory and all settings are kept. Set server.enabled to true (s7commd config set server.enabled true) and restart to serve clients.")
         }
         let pid = PidFile(path: pidFile, logger: logger)
+        let statePath = RuntimeState.path(forPidFile: pidFile)
+        var state = RuntimeState(pid: getpid(), version: S7CommdVersion.current, configuration: path, startedAt: Date(),
+                                 enabled: settings.server.enabled, endpoint: settings.server.endpoint,
+                                 listening: server != nil, settings: settings.shownSettings(), lastReload: nil)
+        state.write(to: statePath)
 
         while true {
             let signal = await signals.wait()
@@ -110,6 +115,9 @@ struct Run: AsyncParsableCommand {
                 kept.identity = updated.identity
                 kept.logging = updated.logging
                 settings = kept
+                state.settings = kept.shownSettings()
+                state.lastReload = RuntimeState.Reload(at: Date(), applied: live, restartNeeded: restart)
+                state.write(to: statePath)
                 logger.notice("reloaded \(path): \(live.isEmpty ? "no live setting changed" : "applied " + live.joined(separator: ", ") + " (to connections opened from now on)")\(restart.isEmpty ? "" : "; restart needed for " + restart.joined(separator: ", "))")
             } catch let error as ConfigurationError {
                 logger.error("reload refused, the running configuration is unchanged: \(error.description)")
@@ -117,6 +125,7 @@ struct Run: AsyncParsableCommand {
         }
         await server?.shutdown()
         pid.remove()
+        unlink(statePath)
         withExtendedLifetime(memory) {}
         logger.info("stopped")
     }
