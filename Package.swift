@@ -58,7 +58,7 @@ let package = Package(
         ),
         .testTarget(name: "S7WireTests", dependencies: ["S7Wire"], swiftSettings: commonSettings),
         .testTarget(name: "PLCMemoryTests", dependencies: ["PLCMemory"], swiftSettings: commonSettings),
-        .testTarget(name: "S7ConfigTests", dependencies: ["S7Config", "PLCMemory"], swiftSettings: commonSettings),
+        .testTarget(name: "S7ConfigTests", dependencies: ["S7Config", "PLCMemory"], resources: [.copy("Fixtures")], swiftSettings: commonSettings),
         .testTarget(
             name: "S7SessionTests",
             dependencies: ["S7Session", "S7Wire", "PLCMemory", "S7Config"],

@@ -54,6 +54,59 @@ public struct ConfigDocument {
         return found
     }
 
+    /// Every value of a known key whose JSON type is wrong (a string for a number, a fraction for
+    /// a whole number, null, ...), all at once, before the typed decoder stops at the first.
+    public func typeProblems() -> [ConfigurationProblem] {
+        var found: [ConfigurationProblem] = []
+        func written(_ value: Any) -> String {
+            if value is NSNull { return "null" }
+            if let s = value as? String { return "\"\(s.prefix(40))\" (a string)" }
+            let text = (try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .sortedKeys]))
+                .flatMap { String(data: $0, encoding: .utf8) } ?? "?"
+            let short = text.count > 40 ? String(text.prefix(40)) + "…" : text
+            if value is [Any] { return short + " (a list)" }
+            if value is [String: Any] { return short + " (an object)" }
+            return short + (Self.isBoolean(value) ? " (a boolean)" : " (a number)")
+        }
+        func walk(_ value: Any, _ path: String) {
+            if let key = ConfigSchema.key(for: path), !Self.matches(value, key.kind) {
+                var allowed = key.allowed
+                if case .int = key.kind { allowed = "a whole number " + allowed }
+                if value is NSNull { allowed += "; to use the default, remove the key" }
+                found.append(ConfigurationProblem(keyPath: path, value: written(value), allowed: allowed, meaning: key.meaning))
+                return
+            }
+            if let dict = value as? [String: Any] {
+                for (k, v) in dict.sorted(by: { $0.key < $1.key }) { walk(v, path.isEmpty ? k : path + "." + k) }
+            } else if let list = value as? [Any] {
+                for (i, v) in list.enumerated() { walk(v, path + "[\(i)]") }
+            }
+        }
+        walk(root, "")
+        return found
+    }
+
+    static func isBoolean(_ value: Any) -> Bool {
+        String(describing: type(of: value)).contains("Boolean") || type(of: value) == Bool.self
+    }
+
+    static func matches(_ value: Any, _ kind: ConfigKey.Kind) -> Bool {
+        switch kind {
+        case .bool:
+            return isBoolean(value)
+        case .int:
+            guard !isBoolean(value), let n = value as? NSNumber, !(value is String) else { return false }
+            let d = n.doubleValue
+            return d.rounded() == d && abs(d) < 9.0e15
+        case .string, .address, .mappingType, .version:
+            return value is String
+        case .object:
+            return value is [String: Any]
+        case .array:
+            return value is [Any]
+        }
+    }
+
     // MARK: - Editing
 
     enum Segment: Equatable {
@@ -166,7 +219,14 @@ public struct ConfigDocument {
     public static func atomicWrite(_ bytes: Data, to path: String) throws(ConfigEditError) {
         let url = URL(fileURLWithPath: path)
         let directory = url.deletingLastPathComponent().path
-        let temporary = directory + "/." + url.lastPathComponent + ".tmp-\(getpid())"
+        let prefix = "." + url.lastPathComponent + ".tmp-"
+        // A save killed before its rename leaves its temporary file; remove those of dead processes.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where name.hasPrefix(prefix) {
+            if let pid = Int32(name.dropFirst(prefix.count)), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH {
+                unlink(directory + "/" + name)
+            }
+        }
+        let temporary = directory + "/" + prefix + "\(getpid())"
         var mode: mode_t = 0o644
         var st = stat()
         if stat(path, &st) == 0 { mode = st.st_mode & 0o7777 }

@@ -67,23 +67,56 @@ public struct S7Configuration: Sendable {
     /// Decodes and validates JSON text.
     public static func parse(_ data: Data, path: String = "(text)") throws -> S7Configuration {
         let document = try ConfigDocument(data: data, path: path)
+        let typeProblems = document.typeProblems()
+        guard typeProblems.isEmpty else { throw ConfigurationError(path: path, problems: typeProblems) }
         let file: ConfigurationFile
         do {
             file = try ConfigurationFile.decoder().decode(ConfigurationFile.self, from: data)
         } catch let error as DecodingError {
-            throw ConfigurationError(path: path, problems: [problem(from: error)])
+            throw ConfigurationError(path: path, problems: [problem(from: error, in: document.root)])
         }
         var configuration = try validate(file, path: path)
         configuration.warnings = document.unknownKeys() + configuration.warnings
         return configuration
     }
 
-    static func problem(from error: DecodingError) -> ConfigurationProblem {
+    static func problem(from error: DecodingError, in root: [String: Any] = [:]) -> ConfigurationProblem {
         func path(_ keys: [any CodingKey]) -> String {
             keys.map { k in k.intValue.map { "[\($0)]" } ?? ".\(snake(k.stringValue))" }.joined()
                 .trimmingCharacters(in: CharacterSet(charactersIn: "."))
         }
+        // A key of the schema with a value of the wrong JSON type (or a required key left out):
+        // name the value as written, what the key allows and what it is for.
+        func schemaProblem(_ keys: [any CodingKey], _ value: String) -> ConfigurationProblem? {
+            let keyPath = path(keys)
+            guard let key = ConfigSchema.key(for: keyPath) else { return nil }
+            var allowed = key.allowed
+            if case .int = key.kind { allowed = "a whole number " + allowed }
+            return ConfigurationProblem(keyPath: keyPath, value: value, allowed: allowed, meaning: key.meaning)
+        }
+        func written(_ keys: [any CodingKey]) -> String {
+            var node: Any? = root
+            for k in keys {
+                if let i = k.intValue { node = (node as? [Any]).flatMap { i < $0.count ? $0[i] : nil } } else {
+                    node = (node as? [String: Any])?[snake(k.stringValue)]
+                }
+            }
+            guard let node, let data = try? JSONSerialization.data(withJSONObject: node, options: [.fragmentsAllowed, .sortedKeys]),
+                  var text = String(data: data, encoding: .utf8) else { return "a value of another type" }
+            if text.count > 40 { text = String(text.prefix(40)) + "…" }
+            let kind = node is String ? "a string" : node is [Any] ? "a list" : node is [String: Any] ? "an object"
+                : (text == "true" || text == "false") ? "a boolean" : "a number"
+            return "\(text) (\(kind))"
+        }
         switch error {
+        case .typeMismatch(_, let ctx) where schemaProblem(ctx.codingPath, "") != nil:
+            return schemaProblem(ctx.codingPath, written(ctx.codingPath))!
+        case .dataCorrupted(let ctx) where !ctx.codingPath.isEmpty && schemaProblem(ctx.codingPath, "") != nil:
+            return schemaProblem(ctx.codingPath, written(ctx.codingPath))!
+        case .valueNotFound(_, let ctx) where schemaProblem(ctx.codingPath, "") != nil:
+            return schemaProblem(ctx.codingPath, "null")!
+        case .keyNotFound(let key, let ctx) where schemaProblem(ctx.codingPath + [key], "") != nil:
+            return schemaProblem(ctx.codingPath + [key], "(missing)")!
         case .typeMismatch(let type, let ctx):
             return ConfigurationProblem(keyPath: path(ctx.codingPath), value: "a value of another type",
                                         allowed: "a value of type \(type)", meaning: ctx.debugDescription)
