@@ -102,3 +102,11 @@ public enum MemoryAccessError: Error, Equatable, Sendable {
     /// A write to read-only data.
     case readOnly
 }
+
+/// The CPU's operating mode as clients see it (SZL 0x0424, PLC stop / start).
+public enum OperatingMode: UInt8, Sendable, CustomStringConvertible {
+    case stop = 0x04
+    case run = 0x08
+
+    public var description: String { self == .run ? "RUN" : "STOP" }
+}

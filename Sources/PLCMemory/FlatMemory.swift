@@ -13,6 +13,12 @@ public protocol PLCMemoryAccess: AnyObject, Sendable {
     func readBit(_ area: PLCArea, db: UInt16, offset: Int, bit: Int) throws(MemoryAccessError) -> Bool
     /// Sets or clears bit `bit` (0-7) of the byte at `offset`, leaving the other bits as they are.
     func writeBit(_ area: PLCArea, db: UInt16, offset: Int, bit: Int, value: Bool) throws(MemoryAccessError)
+    /// The CPU's operating mode, shared by every connection and the PLC side.
+    var operatingMode: OperatingMode { get }
+    func setOperatingMode(_ mode: OperatingMode)
+    /// How far the CPU clock is from the host clock, in milliseconds (set by a client's clock set).
+    var clockOffsetMilliseconds: Int64 { get }
+    func setClockOffset(milliseconds: Int64)
 }
 
 /// PLC memory over one flat byte region laid out by ``MemoryLayout``.
@@ -83,6 +89,22 @@ public final class FlatMemory: PLCMemoryAccess, @unchecked Sendable {
         lock.withLock { _ in
             if value { region[at] |= 1 << UInt8(bit) } else { region[at] &= ~(1 << UInt8(bit)) }
         }
+    }
+
+    public var operatingMode: OperatingMode {
+        lock.withLock { _ in OperatingMode(rawValue: region[MemoryLayout.operatingModeOffset]) ?? .run }
+    }
+
+    public func setOperatingMode(_ mode: OperatingMode) {
+        lock.withLock { _ in region[MemoryLayout.operatingModeOffset] = mode.rawValue }
+    }
+
+    public var clockOffsetMilliseconds: Int64 {
+        lock.withLock { _ in Int64(littleEndian: region.load(fromByteOffset: MemoryLayout.clockOffsetOffset, as: Int64.self)) }
+    }
+
+    public func setClockOffset(milliseconds: Int64) {
+        lock.withLock { _ in region.storeBytes(of: milliseconds.littleEndian, toByteOffset: MemoryLayout.clockOffsetOffset, as: Int64.self) }
     }
 
     /// Reads bytes of an image table (the PLC side's view), for tests and tools.

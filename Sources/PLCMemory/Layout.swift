@@ -12,6 +12,10 @@ public struct MemoryLayout: Equatable, Sendable {
 
     /// Bytes reserved at the start for a header (version, layout, synchronisation).
     public static let headerSize = 256
+    /// Header byte holding the operating mode (0 before anyone set it: RUN).
+    public static let operatingModeOffset = 16
+    /// Header bytes 24-31: the CPU clock's offset from the host clock in milliseconds (Int64, little-endian).
+    public static let clockOffsetOffset = 24
 
     public private(set) var tableOffsets: [ImageTable: Int] = [:]
     public private(set) var dataBlocks: [UInt16: Placement] = [:]

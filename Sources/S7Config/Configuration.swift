@@ -23,6 +23,10 @@ public struct ConfigurationFile: Codable, Equatable, Sendable {
         public var workIntervalMs: Int?
         /// s7commd: only these rack/slot pairs may connect (empty or absent: any).
         public var allowedRackSlots: [RackSlotEntry]?
+        /// s7commd: clients may stop and start the CPU.
+        public var allowPlcControl: Bool?
+        /// s7commd: clients may set the CPU clock.
+        public var allowClockSet: Bool?
     }
 
     public struct RackSlotEntry: Codable, Equatable, Sendable {

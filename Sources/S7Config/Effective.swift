@@ -16,6 +16,8 @@ public struct S7Configuration: Sendable {
         public var pingTimeoutMs: Int
         public var workIntervalMs: Int
         public var allowedRackSlots: [RackSlot]
+        public var allowPLCControl: Bool
+        public var allowClockSet: Bool
 
         /// The endpoint as the editor names it.
         public var endpoint: String {

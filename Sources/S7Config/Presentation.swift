@@ -24,6 +24,8 @@ extension S7Configuration {
             "server.ping_timeout_ms": "\(server.pingTimeoutMs)",
             "server.work_interval_ms": "\(server.workIntervalMs)",
             "server.allowed_rack_slots": server.allowedRackSlots.isEmpty ? "[] (any)" : server.allowedRackSlots.map(\.description).joined(separator: ", "),
+            "server.allow_plc_control": "\(server.allowPLCControl)",
+            "server.allow_clock_set": "\(server.allowClockSet)",
             "plc_identity.name": identity.name,
             "plc_identity.module_type": identity.moduleType,
             "plc_identity.serial_number": identity.serialNumber,

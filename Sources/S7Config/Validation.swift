@@ -73,7 +73,9 @@ extension S7Configuration {
             recvTimeoutMs: c.int(s?.recvTimeoutMs, "server.recv_timeout_ms", Defaults.recvTimeoutMs),
             pingTimeoutMs: c.int(s?.pingTimeoutMs, "server.ping_timeout_ms", Defaults.pingTimeoutMs),
             workIntervalMs: c.int(s?.workIntervalMs, "server.work_interval_ms", Defaults.workIntervalMs),
-            allowedRackSlots: rackSlots)
+            allowedRackSlots: rackSlots,
+            allowPLCControl: s?.allowPlcControl ?? false,
+            allowClockSet: s?.allowClockSet ?? false)
 
         let i = file.plcIdentity
         let d = PLCIdentity()
@@ -173,7 +175,8 @@ extension S7Configuration {
     /// The session settings this configuration implies.
     public func sessionConfiguration(clock: @escaping @Sendable () -> PLCDateTime) -> SessionConfiguration {
         SessionConfiguration(pduSize: server.pduSize, identity: identity, maxClients: server.maxClients,
-                             allowedRackSlots: server.allowedRackSlots, logDataAccess: logging.logDataAccess, clock: clock)
+                             allowedRackSlots: server.allowedRackSlots, allowPLCControl: server.allowPLCControl,
+                             allowClockSet: server.allowClockSet, logDataAccess: logging.logDataAccess, clock: clock)
     }
 }
 

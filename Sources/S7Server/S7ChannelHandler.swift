@@ -160,6 +160,8 @@ final class S7ChannelHandler: ChannelInboundHandler {
         case .refused(let what, let error):
             guard settings.logErrors else { return }
             logger.notice("client \(peer): \(what) refused: \(error)")
+        case .control(let what):
+            logger.notice("client \(peer): \(what)")
         case .dataAccess(let write, let item, let code):
             logger.info("client \(peer) \(write ? "wrote" : "read") \(item): \(code == 0xFF ? "ok" : "return code 0x\(String(code, radix: 16))")")
         }

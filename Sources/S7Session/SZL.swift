@@ -65,7 +65,9 @@ extension S7Session {
             rec.append(contentsOf: [UInt8](repeating: 0, count: 28))
             return (40, [rec])
         case 0x0424:
-            var rec: [UInt8] = [0x43, 0x02, 0xFF, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]  // event: STARTUP to RUN; mode RUN
+            let mode = memory.operatingMode
+            // Event: the last mode transition (0x4302 STARTUP to RUN, 0x4304 to STOP); then the mode.
+            var rec: [UInt8] = [0x43, mode == .run ? 0x02 : 0x04, 0xFF, mode.rawValue, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]
             rec.append(contentsOf: dateAndTime())
             return (20, [rec])
         default:

@@ -21,6 +21,8 @@ public enum SessionEvent: Equatable, Sendable {
     case exceededPDU(what: String, size: Int, agreed: Int)
     /// A request answered with an error (unsupported function, malformed parameters, ...).
     case refused(what: String, error: String)
+    /// A client changed the CPU state (stop, start, clock).
+    case control(String)
     /// A read or write of PLC memory, for `logging.log_data_access`.
     case dataAccess(write: Bool, item: String, returnCode: UInt8)
 }
@@ -213,9 +215,8 @@ public struct S7Session {
             readVar(ref, specs, agreed, &out)
         case .writeVar(let specs, let items):
             writeVar(ref, specs, items, &out)
-        case .otherJob(let function):
-            events.append(.refused(what: "job function 0x\(String(function, radix: 16))", error: functionName(function)))
-            writeJobError(ref, function: function, error: refusal(for: function), &out)
+        case .otherJob(let function, let parameters):
+            otherJob(ref, function, parameters, &out)
         case .userData(let params, _, _, let payload):
             userData(ref, params, payload, agreed, &out)
         }
@@ -250,7 +251,7 @@ public struct S7Session {
             writeJobError(pdu.header.pduReference, function: S7Function.readVar.rawValue, error: error, &out)
         case .writeVar:
             writeJobError(pdu.header.pduReference, function: S7Function.writeVar.rawValue, error: error, &out)
-        case .otherJob(let f):
+        case .otherJob(let f, _):
             writeJobError(pdu.header.pduReference, function: f, error: error, &out)
         case .setupCommunication:
             writeJobError(pdu.header.pduReference, function: S7Function.setupCommunication.rawValue, error: error, &out)
@@ -327,5 +328,57 @@ public struct S7Session {
             return "block upload is not supported"
         default: return "function not implemented"
         }
+    }
+}
+
+extension S7Session {
+    /// PLC control when allowed (stop, hot / cold start, and the harmless copy-RAM-to-ROM and
+    /// compress); everything else — and control when not allowed — is refused the way a
+    /// protected CPU refuses it.
+    mutating func otherJob(_ ref: UInt16, _ function: UInt8, _ parameters: ArraySlice<UInt8>, _ out: inout [UInt8]) {
+        let service = function == S7Function.piService.rawValue ? piServiceName(parameters) : nil
+        let isControl = function == S7Function.plcStop.rawValue
+            || ["P_PROGRAM", "_MODU", "_GARB"].contains(service ?? "")
+        guard configuration.allowPLCControl, isControl else {
+            let why = isControl ? "PLC control is not allowed (server.allow_plc_control is false)" : functionName(function)
+            events.append(.refused(what: "job function 0x\(String(function, radix: 16))\(service.map { " \($0)" } ?? "")", error: why))
+            writeJobError(ref, function: function, error: refusal(for: function), &out)
+            return
+        }
+        let mode = memory.operatingMode
+        switch (function, service) {
+        case (S7Function.plcStop.rawValue, _):
+            guard mode == .run else { return writeControlError(ref, function, 0x07, &out) }  // already STOP
+            memory.setOperatingMode(.stop)
+            events.append(.control("PLC stop: the CPU is now in STOP"))
+        case (_, "P_PROGRAM"):
+            guard mode == .stop else { return writeControlError(ref, function, 0x03, &out) }  // already RUN
+            memory.setOperatingMode(.run)
+            events.append(.control("PLC start: the CPU is now in RUN"))
+        default:
+            events.append(.control("PI service \(service ?? "?"): nothing to do for a soft PLC"))
+        }
+        var f = S7FrameBuilder(&out, rosctr: .ackData, pduReference: ref, error: S7HeaderError(errorClass: 0, code: 0))
+        out.append(function)
+        f.beginData(&out)
+        f.finish(&out)
+    }
+
+    /// "Already in that mode": an error in the header and the state in the second parameter byte.
+    private func writeControlError(_ ref: UInt16, _ function: UInt8, _ state: UInt8, _ out: inout [UInt8]) {
+        var f = S7FrameBuilder(&out, rosctr: .ackData, pduReference: ref, error: .serviceCannotExecuteInState)
+        out.append(function)
+        out.append(state)
+        f.beginData(&out)
+        f.finish(&out)
+    }
+
+    /// The program-invocation name of a PI service job (`28`, six reserved bytes, `FD`, a 16-bit
+    /// parameter-block length, the block, a name length and the name).
+    func piServiceName(_ p: ArraySlice<UInt8>) -> String? {
+        var r = ByteReader(p)
+        guard (try? r.skip(8)) != nil, let blockLength = try? r.u16(), (try? r.skip(Int(blockLength))) != nil,
+              let nameLength = try? r.u8(), let name = try? r.take(Int(nameLength)), r.remaining == 0 else { return nil }
+        return String(decoding: name, as: UTF8.self)
     }
 }

@@ -17,6 +17,8 @@ enum UserDataFunction {
     static let listBlocksOfType = key(S7UserDataGroup.blockFunctions.rawValue, 0x02)
     static let blockInfo = key(S7UserDataGroup.blockFunctions.rawValue, 0x03)
     static let readClock = key(S7UserDataGroup.timeFunctions.rawValue, 0x01)
+    static let setClock = key(S7UserDataGroup.timeFunctions.rawValue, 0x02)
+    static let setClockAlternative = key(S7UserDataGroup.timeFunctions.rawValue, 0x04)
 }
 
 /// Bytes of the userdata parameter block and data header around each answer fragment.
@@ -52,8 +54,10 @@ extension S7Session {
             answer = blockInfo(payload)
         case UserDataFunction.readClock:
             answer = .success(clockBytes())
+        case UserDataFunction.setClock, UserDataFunction.setClockAlternative:
+            answer = setClock(payload)
         case _ where p.group == S7UserDataGroup.timeFunctions.rawValue:
-            answer = .failure(UserDataRefusal(code: S7UserDataError.protectionViolation, why: "setting the CPU clock is not allowed"))
+            answer = .failure(UserDataRefusal(code: S7UserDataError.functionNotImplemented, why: "time function \(p.subfunction) is not implemented"))
         case _ where p.group == S7UserDataGroup.security.rawValue:
             answer = .failure(UserDataRefusal(code: S7UserDataError.protectionViolation, why: "passwords are not supported: the CPU has no protection to lift"))
         default:
@@ -104,8 +108,35 @@ extension S7Session {
 
     // MARK: - Clock
 
+    /// The CPU clock: the host clock plus the offset a client's clock set left.
+    func cpuTime() -> PLCDateTime {
+        let offset = memory.clockOffsetMilliseconds
+        let host = configuration.clock()
+        return offset == 0 ? host : PLCDateTime(civilMilliseconds: host.civilMilliseconds + offset)
+    }
+
+    /// Sets the CPU clock when allowed, as an offset from the host clock (which stays as it is).
+    mutating func setClock(_ payload: ArraySlice<UInt8>) -> Result<[UInt8], UserDataRefusal> {
+        guard configuration.allowClockSet else {
+            return .failure(UserDataRefusal(code: S7UserDataError.protectionViolation,
+                                            why: "setting the CPU clock is not allowed (server.allow_clock_set is false)"))
+        }
+        let b = Array(payload)
+        func bcd(_ v: UInt8) -> Int? { v >> 4 < 10 && v & 0x0F < 10 ? Int(v >> 4) * 10 + Int(v & 0x0F) : nil }
+        guard b.count == 10, let yy = bcd(b[2]), let month = bcd(b[3]), let day = bcd(b[4]), let hour = bcd(b[5]),
+              let minute = bcd(b[6]), let second = bcd(b[7]), let msHigh = bcd(b[8]), b[9] >> 4 < 10,
+              (1...12).contains(month), (1...31).contains(day), hour < 24, minute < 60, second < 60 else {
+            return .failure(UserDataRefusal(code: S7UserDataError.invalidDateTime, why: "clock set with an invalid date or time"))
+        }
+        let wanted = PLCDateTime(year: yy < 90 ? 2000 + yy : 1900 + yy, month: month, day: day, hour: hour, minute: minute,
+                                 second: second, millisecond: msHigh * 10 + Int(b[9] >> 4), weekday: 0)
+        memory.setClockOffset(milliseconds: wanted.civilMilliseconds - configuration.clock().civilMilliseconds)
+        events.append(.control("CPU clock set to \(wanted.year)-\(wanted.month)-\(wanted.day) \(wanted.hour):\(wanted.minute):\(wanted.second) (the host clock is unchanged)"))
+        return .success([])
+    }
+
     func clockBytes() -> [UInt8] {
-        let t = configuration.clock()
+        let t = cpuTime()
         func bcd(_ v: Int) -> UInt8 { UInt8((v / 10 % 10) << 4 | v % 10) }
         return [
             0x00, bcd(t.year / 100), bcd(t.year % 100), bcd(t.month), bcd(t.day),

@@ -24,6 +24,9 @@ public struct S7HeaderError: Equatable, Hashable, Sendable, CustomStringConverti
     /// 0xD240: coordination rules violated (a PLC control request not allowed in this state).
     public static let coordinationRulesViolated = S7HeaderError(errorClass: 0xD2, code: 0x40)
 
+    /// 0x8402: the service cannot execute owing to the status of the object (already in that mode).
+    public static let serviceCannotExecuteInState = S7HeaderError(errorClass: 0x84, code: 0x02)
+
     public var description: String { "0x" + String(value, radix: 16, uppercase: true) }
 }
 
@@ -43,6 +46,8 @@ public enum S7UserDataError {
     public static let protectionViolation: UInt16 = 0xD241
     /// 0x8104: function not implemented.
     public static let functionNotImplemented: UInt16 = 0x8104
+    /// 0xDC01: the date and/or time given is invalid.
+    public static let invalidDateTime: UInt16 = 0xDC01
 }
 
 /// Builds one S7 frame (TPKT + COTP DT + S7 header + parameters + data) in a caller's buffer,

@@ -193,8 +193,8 @@ public enum S7Request: Equatable, Sendable {
     case readVar([S7VarSpec])
     /// Items and their data; the counts may differ in a malformed request and are checked by the session.
     case writeVar([S7VarSpec], [S7DataItem])
-    /// Any other job function: answered with an error in the header.
-    case otherJob(function: UInt8)
+    /// Any other job function (PLC control, upload, download, ...) with its whole parameter block.
+    case otherJob(function: UInt8, parameters: ArraySlice<UInt8>)
     /// A userdata request: parameters and the data item (return code, transport size, payload).
     case userData(S7UserDataParameters, returnCode: UInt8, transportSize: UInt8, payload: ArraySlice<UInt8>)
 }
@@ -264,7 +264,7 @@ public struct S7RequestPDU: Equatable, Sendable {
             }
             return .writeVar(specs, items)
         default:
-            return .otherJob(function: function)
+            return .otherJob(function: function, parameters: params)
         }
     }
 }

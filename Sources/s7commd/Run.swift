@@ -112,6 +112,8 @@ struct Run: AsyncParsableCommand {
                 kept.server.pingTimeoutMs = updated.server.pingTimeoutMs
                 kept.server.workIntervalMs = updated.server.workIntervalMs
                 kept.server.allowedRackSlots = updated.server.allowedRackSlots
+                kept.server.allowPLCControl = updated.server.allowPLCControl
+                kept.server.allowClockSet = updated.server.allowClockSet
                 kept.identity = updated.identity
                 kept.logging = updated.logging
                 settings = kept
@@ -124,8 +126,8 @@ struct Run: AsyncParsableCommand {
             }
         }
         await server?.shutdown()
+        if RuntimeState.read(from: statePath)?.pid == getpid() { unlink(statePath) }
         pid.remove()
-        unlink(statePath)
         withExtendedLifetime(memory) {}
         logger.info("stopped")
     }
