@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.8.1"),
     ],
     targets: [
         // Bytes only: TPKT, COTP and S7 PDUs as typed values. No I/O, no clocks, no globals.
@@ -56,6 +57,23 @@ let package = Package(
             dependencies: ["S7Session", "S7Wire", "PLCMemory"],
             swiftSettings: commonSettings
         ),
+        // Linux calls and macros Swift's Glibc module does not import (CMSG_*, memfd, prctl, ...).
+        .target(name: "CS7Sys"),
+        // libcap from Debian's libcap-dev.
+        .systemLibrary(name: "CLibcap", pkgConfig: "libcap", providers: [.apt(["libcap-dev"])]),
+        // Typed, thin syscalls for the privilege-separated runtime: descriptor passing, sealed
+        // shared memory, robust mutex and seqlock, capabilities and demotion, posix_spawn.
+        .target(
+            name: "S7Sys",
+            dependencies: ["CS7Sys", "CLibcap", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: commonSettings
+        ),
+        // A tiny child program the S7Sys tests spawn.
+        .executableTarget(
+            name: "S7SysProbe",
+            dependencies: ["S7Sys", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: commonSettings
+        ),
         .testTarget(name: "S7WireTests", dependencies: ["S7Wire"], swiftSettings: commonSettings),
         .testTarget(name: "PLCMemoryTests", dependencies: ["PLCMemory"], swiftSettings: commonSettings),
         .testTarget(name: "S7ConfigTests", dependencies: ["S7Config", "PLCMemory"], resources: [.copy("Fixtures")], swiftSettings: commonSettings),
@@ -74,6 +92,11 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: commonSettings
+        ),
+        .testTarget(
+            name: "S7SysTests",
+            dependencies: ["S7Sys", "CS7Sys", "S7SysProbe", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: commonSettings
         ),
     ]

@@ -1,0 +1,64 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import SystemPackage
+
+/// A system call failed: what the program tried to do, in a sentence, and the `Errno` it got.
+public struct SystemCallError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// What failed, e.g. "could not create the shared-memory segment 's7commd' (memfd_create)".
+    public var operation: String
+    /// The error the system call reported.
+    public var errno: Errno
+
+    /// Creates an error for `operation` that failed with `errno`.
+    public init(_ operation: String, errno: Errno) {
+        self.operation = operation
+        self.errno = errno
+    }
+
+    public var description: String {
+        "\(operation): \(errno) (errno \(errno.rawValue))"
+    }
+}
+
+/// Calls `body` until it does not fail with EINTR; -1 becomes a `SystemCallError` from errno.
+@inline(__always)
+func retryingOnInterrupt<Result: FixedWidthInteger>(
+    _ operation: @autoclosure () -> String,
+    _ body: () -> Result
+) throws(SystemCallError) -> Result {
+    while true {
+        let result = body()
+        if result != -1 { return result }
+        let code = Glibc.errno
+        if code == EINTR { continue }
+        throw SystemCallError(operation(), errno: Errno(rawValue: code))
+    }
+}
+
+/// Turns a pthread-style return value (0 or an error number) into a `SystemCallError`.
+@inline(__always)
+func checkingErrorNumber(_ operation: @autoclosure () -> String, _ result: CInt) throws(SystemCallError) {
+    if result != 0 {
+        throw SystemCallError(operation(), errno: Errno(rawValue: result))
+    }
+}
+
+/// Reads a whole (small) file such as /proc/self/status.
+func readWholeFile(_ path: String) throws -> [UInt8] {
+    let descriptor = try retryingOnInterrupt("could not open \(path)") {
+        open(path, O_RDONLY | O_CLOEXEC)
+    }
+    defer { _ = Glibc.close(descriptor) }
+    var contents: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let count = try chunk.withUnsafeMutableBytes { (buffer) throws -> Int in
+            try retryingOnInterrupt("could not read \(path)") {
+                Glibc.read(descriptor, buffer.baseAddress, buffer.count)
+            }
+        }
+        if count == 0 { return contents }
+        contents.append(contentsOf: chunk[0..<count])
+    }
+}
