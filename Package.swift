@@ -42,7 +42,8 @@ let package = Package(
         .executableTarget(
             name: "s7commd",
             dependencies: [
-                "S7Server", "S7Config", "S7Session", "PLCMemory",
+                "S7Server", "S7Config", "S7Session", "PLCMemory", "S7Runtime", "S7Sys",
+                .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -66,6 +67,18 @@ let package = Package(
         .target(
             name: "S7Sys",
             dependencies: ["CS7Sys", "CLibcap", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: commonSettings
+        ),
+        // The privilege-separated runtime: shared PLC memory, the messages between the
+        // supervisor, the S7 worker and the memory process, and the three roles.
+        .target(
+            name: "S7Runtime",
+            dependencies: [
+                "S7Sys", "PLCMemory", "S7Config", "S7Server", "S7Session",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: commonSettings
         ),
         // A tiny child program the S7Sys tests spawn.

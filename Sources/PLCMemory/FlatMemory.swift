@@ -21,15 +21,35 @@ public protocol PLCMemoryAccess: AnyObject, Sendable {
     func setClockOffset(milliseconds: Int64)
 }
 
+/// Makes each access to the region atomic: a writer excludes other writers, and a reader sees
+/// a write whole or not at all.
+///
+/// `read` may run its closure more than once (a seqlock reader retries after overlapping a
+/// write), so the closure must only copy bytes out and be safe to repeat.
+public protocol RegionGuard: Sendable {
+    func read<T>(_ body: () -> T) -> T
+    func write<T>(_ body: () -> T) -> T
+}
+
+/// One in-process lock: the region lives in this process only.
+public final class InProcessGuard: RegionGuard {
+    private let lock = Mutex<Void>(())
+    public init() {}
+    public func read<T>(_ body: () -> T) -> T { lock.withLock { _ in body() } }
+    public func write<T>(_ body: () -> T) -> T { lock.withLock { _ in body() } }
+}
+
 /// PLC memory over one flat byte region laid out by ``MemoryLayout``.
 ///
 /// The region is either allocated here (single process) or handed in (shared memory); either
-/// way it is addressed by offsets only. One lock makes every call atomic.
+/// way it is addressed by offsets only. A ``RegionGuard`` makes every call atomic.
 public final class FlatMemory: PLCMemoryAccess, @unchecked Sendable {
     public let layout: MemoryLayout
     private let region: UnsafeMutableRawBufferPointer
     private let ownsRegion: Bool
-    private let lock = Mutex<Void>(())
+    private let guardian: any RegionGuard
+    /// Keeps whatever owns a handed-in region (a shared-memory mapping) alive as long as this.
+    private let owner: AnyObject?
 
     /// Allocates a zeroed region for `layout`.
     public init(layout: MemoryLayout) {
@@ -37,15 +57,21 @@ public final class FlatMemory: PLCMemoryAccess, @unchecked Sendable {
         region = UnsafeMutableRawBufferPointer.allocate(byteCount: layout.totalSize, alignment: 64)
         region.initializeMemory(as: UInt8.self, repeating: 0)
         ownsRegion = true
+        guardian = InProcessGuard()
+        owner = nil
     }
 
     /// Uses a region provided by the caller (for example a shared-memory mapping), which must
-    /// stay valid for the lifetime of this object and be at least `layout.totalSize` bytes.
-    public init(layout: MemoryLayout, region: UnsafeMutableRawBufferPointer) {
+    /// stay valid for the lifetime of this object and be at least `layout.totalSize` bytes;
+    /// `owner` is kept alive with it.
+    public init(layout: MemoryLayout, region: UnsafeMutableRawBufferPointer, guard: any RegionGuard = InProcessGuard(),
+                owner: AnyObject? = nil) {
         precondition(region.count >= layout.totalSize, "region smaller than its layout")
         self.layout = layout
         self.region = region
         ownsRegion = false
+        guardian = `guard`
+        self.owner = owner
     }
 
     /// Convenience: lays out `definition` and allocates its region.
@@ -68,43 +94,47 @@ public final class FlatMemory: PLCMemoryAccess, @unchecked Sendable {
     public func read(_ area: PLCArea, db: UInt16, offset: Int, count: Int, into out: inout [UInt8]) throws(MemoryAccessError) {
         let at = try locate(area, db, offset, count, writing: false)
         let source = UnsafeRawBufferPointer(rebasing: region[at..<at + count])
-        lock.withLock { _ in out.append(contentsOf: source) }
+        let start = out.count
+        guardian.read {
+            out.removeSubrange(start...)
+            out.append(contentsOf: source)
+        }
     }
 
     public func write(_ area: PLCArea, db: UInt16, offset: Int, bytes: ArraySlice<UInt8>) throws(MemoryAccessError) {
         let at = try locate(area, db, offset, bytes.count, writing: true)
         let target = UnsafeMutableRawBufferPointer(rebasing: region[at..<at + bytes.count])
-        lock.withLock { _ in bytes.withUnsafeBytes { target.copyMemory(from: $0) } }
+        guardian.write { bytes.withUnsafeBytes { target.copyMemory(from: $0) } }
     }
 
     public func readBit(_ area: PLCArea, db: UInt16, offset: Int, bit: Int) throws(MemoryAccessError) -> Bool {
         guard (0...7).contains(bit) else { throw .addressOutOfRange }
         let at = try locate(area, db, offset, 1, writing: false)
-        return lock.withLock { _ in region[at] & (1 << UInt8(bit)) != 0 }
+        return guardian.read { region[at] & (1 << UInt8(bit)) != 0 }
     }
 
     public func writeBit(_ area: PLCArea, db: UInt16, offset: Int, bit: Int, value: Bool) throws(MemoryAccessError) {
         guard (0...7).contains(bit) else { throw .addressOutOfRange }
         let at = try locate(area, db, offset, 1, writing: true)
-        lock.withLock { _ in
+        guardian.write {
             if value { region[at] |= 1 << UInt8(bit) } else { region[at] &= ~(1 << UInt8(bit)) }
         }
     }
 
     public var operatingMode: OperatingMode {
-        lock.withLock { _ in OperatingMode(rawValue: region[MemoryLayout.operatingModeOffset]) ?? .run }
+        guardian.read { OperatingMode(rawValue: region[MemoryLayout.operatingModeOffset]) ?? .run }
     }
 
     public func setOperatingMode(_ mode: OperatingMode) {
-        lock.withLock { _ in region[MemoryLayout.operatingModeOffset] = mode.rawValue }
+        guardian.write { region[MemoryLayout.operatingModeOffset] = mode.rawValue }
     }
 
     public var clockOffsetMilliseconds: Int64 {
-        lock.withLock { _ in Int64(littleEndian: region.load(fromByteOffset: MemoryLayout.clockOffsetOffset, as: Int64.self)) }
+        guardian.read { Int64(littleEndian: region.load(fromByteOffset: MemoryLayout.clockOffsetOffset, as: Int64.self)) }
     }
 
     public func setClockOffset(milliseconds: Int64) {
-        lock.withLock { _ in region.storeBytes(of: milliseconds.littleEndian, toByteOffset: MemoryLayout.clockOffsetOffset, as: Int64.self) }
+        guardian.write { region.storeBytes(of: milliseconds.littleEndian, toByteOffset: MemoryLayout.clockOffsetOffset, as: Int64.self) }
     }
 
     /// Reads bytes of an image table (the PLC side's view), for tests and tools.
@@ -112,7 +142,7 @@ public final class FlatMemory: PLCMemoryAccess, @unchecked Sendable {
         guard let base = layout.tableOffsets[table], element >= 0, count >= 0,
               element * table.elementSize + count <= table.byteSize else { return nil }
         let at = base + element * table.elementSize
-        return lock.withLock { _ in Array(region[at..<at + count]) }
+        return guardian.read { Array(region[at..<at + count]) }
     }
 
     /// Writes bytes of an image table (the PLC side's view), for tests and tools.
@@ -121,7 +151,7 @@ public final class FlatMemory: PLCMemoryAccess, @unchecked Sendable {
         guard let base = layout.tableOffsets[table], element >= 0,
               element * table.elementSize + bytes.count <= table.byteSize else { return false }
         let at = base + element * table.elementSize
-        lock.withLock { _ in
+        guardian.write {
             for (i, b) in bytes.enumerated() { region[at + i] = b }
         }
         return true

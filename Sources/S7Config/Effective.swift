@@ -59,9 +59,11 @@ public struct S7Configuration: Sendable {
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
+            let why = access(path, F_OK) != 0 ? "it does not exist" : access(path, R_OK) != 0
+                ? "permission denied for uid \(getuid()): make it readable to the user s7commd runs as (e.g. chown root:s7commd, chmod 0640)"
+                : (error as NSError).localizedDescription
             throw ConfigurationError(path: path, problems: [ConfigurationProblem(
-                keyPath: "(file)", value: path, allowed: "a readable JSON file",
-                meaning: "could not be read: \((error as NSError).localizedDescription)")])
+                keyPath: "(file)", value: path, allowed: "a readable JSON file", meaning: "could not be read: \(why)")])
         }
         return try parse(data, path: path)
     }

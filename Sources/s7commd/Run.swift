@@ -7,10 +7,19 @@ import PLCMemory
 import S7Config
 import S7Server
 import S7Session
+import S7Runtime
+import S7Sys
+import SystemPackage
 
-struct Run: AsyncParsableCommand {
+struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Serve S7 clients in the foreground until SIGTERM or SIGINT; SIGHUP reloads the configuration.")
+        abstract: "Serve S7 clients in the foreground until SIGTERM or SIGINT; SIGHUP reloads the configuration.",
+        discussion: """
+            Binds the listener while it may (root, or CAP_NET_BIND_SERVICE granted by systemd's
+            AmbientCapabilities= or a file capability), then drops every capability and, when started as
+            root, becomes the service user. It then runs as a small supervisor: an S7 worker serves the
+            clients and a memory process owns the PLC memory, both unprivileged, restarted if they die.
+            """)
 
     static let installedConfiguration = "/etc/s7commd/s7commd.json"
 
@@ -25,13 +34,33 @@ struct Run: AsyncParsableCommand {
         discussion: "Default: half the cores, at least one: a request costs microseconds, and the PLC program on the same host needs the rest."))
     var threads: Int?
 
-    @Option(help: ArgumentHelp("Where to write the process id, for `s7commd reload`.", valueName: "path"))
-    var pidFile: String = PidFile.defaultPath
+    @Option(help: ArgumentHelp("Where to write the process id, for `s7commd reload` and `s7commd status`.", valueName: "path"))
+    var pidFile: String = RuntimeFiles.defaultPidPath
+
+    @Option(help: ArgumentHelp("The unprivileged user to become when started as root.", valueName: "name"))
+    var user: String = "s7commd"
+
+    @Flag(help: "Serve in this one process instead of the supervisor, worker and memory process (for debugging).")
+    var singleProcess = false
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
-    func run() async throws {
+    /// Everything decided before the first thread starts: the configuration, the listener,
+    /// and the privileges already dropped.
+    struct Prepared: @unchecked Sendable {
+        var settings: S7Configuration
+        var path: String?
+        var source: String
+        var text: String
+        var listener: CInt?
+        var logger: Logger
+        var files: RuntimeFiles
+    }
+
+    /// The privileged part, single-threaded: load, bind (or adopt systemd's socket), then drop
+    /// every capability and, as root, become the service user. Nothing here parses network input.
+    func prepare() throws -> Prepared {
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var h = StreamLogHandler.standardError(label: label)
@@ -39,70 +68,118 @@ struct Run: AsyncParsableCommand {
             return h
         }
         let logger = Logger(label: "s7commd")
-
         let path = config ?? (FileManager.default.fileExists(atPath: Self.installedConfiguration) ? Self.installedConfiguration : nil)
-        var settings: S7Configuration
+        let settings: S7Configuration
+        let text: String
         do {
-            settings = try path.map { try S7Configuration.loadForHost(path: $0) } ?? S7Configuration.demo()
+            if let path {
+                settings = try S7Configuration.loadForHost(path: path)
+                text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+            } else {
+                settings = try S7Configuration.demo()
+                text = S7Configuration.demoJSON
+            }
         } catch let error as ConfigurationError {
             printError(error.description + "\nNothing was started.")
             throw ExitCode(2)
         }
         let source = path ?? "the built-in demo configuration (no --config given and \(Self.installedConfiguration) does not exist)"
-
-        let memory: FlatMemory
         do {
-            memory = try FlatMemory(settings.memory)
+            _ = try PLCMemory.MemoryLayout(settings.memory)
         } catch {
             printError("configuration \(source) cannot be laid out in memory: \(error)\nNothing was started.")
             throw ExitCode(2)
         }
         logger.info("s7commd \(S7CommdVersion.current) serving \(source)")
         for warning in settings.warnings { logger.warning("configuration: \(warning)") }
-        let tables = ImageTable.allCases.reduce(0) { $0 + $1.byteSize }
-        logger.info("PLC memory: \(settings.memory.dataBlocks.count) data block(s) in one region of \(memory.layout.totalSize) bytes (\(tables) of them the PLC image tables that mappings view)")
 
-        let signals = SignalWaiter([SIGTERM, SIGINT, SIGHUP])
-        var server: S7Server?
+        var listener: CInt?
         if settings.server.enabled {
-            let fd: CInt
-            do {
-                fd = try ListeningSocket.open(address: settings.server.bindAddress, port: settings.server.port)
-            } catch {
-                printError(error.description)
-                logger.error("\(error.description)")
-                throw ExitCode(3)
+            if let env = ProcessInfo.processInfo.environment["LISTEN_PID"], Int32(env) == getpid(),
+               let count = ProcessInfo.processInfo.environment["LISTEN_FDS"].flatMap(Int.init), count >= 1 {
+                listener = 3
+                logger.info("using the listening socket systemd passed (socket activation); server.bind_address and server.port are the socket unit's")
+            } else {
+                do {
+                    listener = try ListeningSocket.open(address: settings.server.bindAddress, port: settings.server.port)
+                } catch {
+                    printError(error.description + "\n" + CapabilityReport.current())
+                    logger.error("\(error.description)")
+                    throw ExitCode(3)
+                }
             }
-            let s = settings.server
-            let started = S7Server(settings: serverSettings(settings), session: settings.sessionConfiguration(clock: localClock),
-                                   memory: memory, logger: logger, threads: threads ?? max(1, System.coreCount / 2))
-            let bound = try await started.start(listeningOn: fd)
-            server = started
-            logger.info("listening on \(s.endpoint) (bound \(bound.map { "\($0)" } ?? "?")), max \(s.maxClients) clients, PDU up to \(s.pduSize) bytes; clients connect to this host's IP, port \(s.port), any rack/slot")
         } else {
             logger.notice("server.enabled is false: the server is disabled and no listener is opened; PLC memory and all settings are kept. Set server.enabled to true (s7commd config set server.enabled true) and restart to serve clients.")
         }
-        let pid = PidFile(path: pidFile, logger: logger)
-        let statePath = RuntimeState.path(forPidFile: pidFile)
-        var state = RuntimeState(pid: getpid(), version: S7CommdVersion.current, configuration: path, startedAt: Date(),
-                                 enabled: settings.server.enabled, endpoint: settings.server.endpoint,
-                                 listening: server != nil, settings: settings.shownSettings(), lastReload: nil)
-        state.write(to: statePath)
-
-        while true {
-            let signal = await signals.wait()
-            guard signal == SIGHUP else {
-                logger.info("received \(signalName(signal)), closing \(server?.connectedClients ?? 0) client connection(s) and stopping")
-                break
+        let files = RuntimeFiles(pidPath: pidFile, logger: logger)
+        if !singleProcess {
+            try dropPrivileges(logger)
+            if let path, access(path, R_OK) != 0 {
+                logger.warning("\(path) is not readable by uid \(getuid()) now that privileges are dropped, so a reload will fail; make it readable to the service user (e.g. chown root:\(user) and chmod 0640)")
             }
-            guard let path else {
+        }
+        return Prepared(settings: settings, path: path, source: source, text: text, listener: listener, logger: logger, files: files)
+    }
+
+    /// Drops every capability from every set; as root, becomes the service user first.
+    func dropPrivileges(_ logger: Logger) throws {
+        let runtimeDirectory = URL(fileURLWithPath: pidFile).deletingLastPathComponent().path
+        if geteuid() == 0 {
+            var target: ServiceUser
+            do {
+                target = try ServiceUser.lookup(name: user)
+            } catch {
+                guard let nobody = try? ServiceUser.lookup(name: "nobody") else {
+                    printError("\(error)\nNothing was started.")
+                    throw ExitCode(4)
+                }
+                target = nobody
+                logger.warning("the service user '\(user)' does not exist, so the supervisor and its children run as 'nobody' (uid \(nobody.uid)); create the proper one with: adduser --system --group --no-create-home \(user)")
+            }
+            try? FileManager.default.createDirectory(atPath: runtimeDirectory, withIntermediateDirectories: true)
+            _ = chown(runtimeDirectory, target.uid, target.gid)
+            Privileges.demote(toUID: target.uid, gid: target.gid)
+            logger.info("dropped every capability and became \(target.name) (uid \(target.uid), gid \(target.gid))")
+        } else {
+            do {
+                try Privileges.dropAllCapabilities()
+                try Privileges.setNoNewPrivileges()
+            } catch {
+                printError("could not drop capabilities: \(error)\nNothing was started.")
+                throw ExitCode(4)
+            }
+            let status = try Capabilities.current()
+            guard status.effective == 0, status.permitted == 0, status.inheritable == 0, status.ambient == 0 else {
+                printError("capabilities remain after dropping them (CapEff \(String(status.effective, radix: 16))); nothing was started")
+                throw ExitCode(4)
+            }
+            logger.info("dropped every capability (running as uid \(getuid()))")
+        }
+    }
+
+    /// The unprivileged part: supervise the children (or, with --single-process, serve here).
+    func serve(_ p: Prepared) async throws {
+        let logger = p.logger
+        let signals = SignalWaiter([SIGTERM, SIGINT, SIGHUP])
+        let files = p.files
+        var settings = p.settings
+        var state = RuntimeState(pid: getpid(), version: S7CommdVersion.current, configuration: p.path, startedAt: Date(),
+                                 enabled: settings.server.enabled, endpoint: settings.server.endpoint,
+                                 listening: p.listener != nil, settings: settings.shownSettings(), lastReload: nil)
+        files.publish(state)
+        defer { files.remove() }
+        let threadCount = threads ?? max(1, System.coreCount / 2)
+
+        /// Re-reads the file on SIGHUP: the new text for the children and a line for the log.
+        let reloadFile: () -> (String, String)? = {
+            guard let path = p.path else {
                 logger.notice("received SIGHUP: the built-in demo configuration has no file to reload")
-                continue
+                return nil
             }
             do {
                 let updated = try S7Configuration.loadForHost(path: path)
+                let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? p.text
                 let (live, restart) = settings.changes(to: updated)
-                server?.apply(settings: serverSettings(updated), session: updated.sessionConfiguration(clock: localClock))
                 for warning in updated.warnings { logger.warning("configuration: \(warning)") }
                 var kept = settings
                 kept.server.maxClients = updated.server.maxClients
@@ -119,51 +196,125 @@ struct Run: AsyncParsableCommand {
                 settings = kept
                 state.settings = kept.shownSettings()
                 state.lastReload = RuntimeState.Reload(at: Date(), applied: live, restartNeeded: restart)
-                state.write(to: statePath)
-                logger.notice("reloaded \(path): \(live.isEmpty ? "no live setting changed" : "applied " + live.joined(separator: ", ") + " (to connections opened from now on)")\(restart.isEmpty ? "" : "; restart needed for " + restart.joined(separator: ", "))")
-            } catch let error as ConfigurationError {
-                logger.error("reload refused, the running configuration is unchanged: \(error.description)")
+                files.publish(state)
+                return (text, "reloaded \(path): \(live.isEmpty ? "no live setting changed" : "applied " + live.joined(separator: ", ") + " (to connections opened from now on)")\(restart.isEmpty ? "" : "; restart needed for " + restart.joined(separator: ", "))")
+            } catch {
+                logger.error("reload refused, the running configuration is unchanged: \(error)")
+                return nil
+            }
+        }
+
+        if singleProcess {
+            try await serveHere(p, settings: settings, signals: signals, threads: threadCount, reload: reloadFile) { updated in
+                settings = updated
+            }
+            return
+        }
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let supervisor = Supervisor(
+            executable: executable, childArguments: ["--log-level", logLevel, "--threads", String(threadCount)],
+            configuration: p.text, listening: p.listener.map { SystemPackage.FileDescriptor(rawValue: $0) }, logger: logger,
+            reload: reloadFile)
+        let forward = Task {
+            while true {
+                let signal = await signals.wait()
+                if signal != SIGHUP { logger.info("received \(signalName(signal)), stopping the worker and the memory process") }
+                supervisor.deliver(signal: signal)
+            }
+        }
+        let status = await supervisor.run()
+        forward.cancel()
+        logger.info("stopped")
+        if status != 0 { throw ExitCode(status) }
+    }
+
+    /// --single-process: the server and the memory in this process, as before privilege separation.
+    private func serveHere(_ p: Prepared, settings: S7Configuration, signals: SignalWaiter, threads: Int,
+                           reload: () -> (String, String)?, updated: (S7Configuration) -> Void) async throws {
+        let logger = p.logger
+        let memory = try FlatMemory(settings.memory)
+        var server: S7Server?
+        if let fd = p.listener {
+            let started = S7Server(settings: WorkerRole.serverSettings(settings), session: settings.sessionConfiguration(clock: localClock),
+                                   memory: memory, logger: logger, threads: threads)
+            let bound = try await started.start(listeningOn: fd)
+            server = started
+            logger.info("listening on \(settings.server.endpoint) (bound \(bound.map { "\($0)" } ?? "?")) in one process, max \(settings.server.maxClients) clients, PDU up to \(settings.server.pduSize) bytes")
+        }
+        while true {
+            let signal = await signals.wait()
+            guard signal == SIGHUP else {
+                logger.info("received \(signalName(signal)), closing \(server?.connectedClients ?? 0) client connection(s) and stopping")
+                break
+            }
+            if let (text, line) = reload(), let c = try? S7Configuration.parse(Data(text.utf8)) {
+                server?.apply(settings: WorkerRole.serverSettings(c), session: c.sessionConfiguration(clock: localClock))
+                updated(c)
+                logger.notice("\(line)")
             }
         }
         await server?.shutdown()
-        if RuntimeState.read(from: statePath)?.pid == getpid() { unlink(statePath) }
-        pid.remove()
         withExtendedLifetime(memory) {}
         logger.info("stopped")
     }
+}
 
-    func serverSettings(_ c: S7Configuration) -> ServerSettings {
-        let s = c.server
-        return ServerSettings(
-            maxClients: s.maxClients, sendTimeout: .milliseconds(Int64(s.sendTimeoutMs)),
-            receiveTimeout: .milliseconds(Int64(s.recvTimeoutMs)), idleTimeout: .milliseconds(Int64(s.pingTimeoutMs)),
-            logConnections: c.logging.logConnections, logErrors: c.logging.logErrors)
+/// What the process may do about binding, for the "permission denied" error.
+enum CapabilityReport {
+    static func current() -> String {
+        guard let s = try? Capabilities.current() else { return "" }
+        let bind: UInt64 = 1 << 10
+        let start = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_unprivileged_port_start", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
+        return "This process runs as uid \(getuid()) with CapEff \(String(format: "%016llx", s.effective)) (CAP_NET_BIND_SERVICE \(s.effective & bind != 0 ? "held" : "not held")); net.ipv4.ip_unprivileged_port_start is \(start)."
     }
 }
 
-/// The process id of a running `s7commd run`, for `s7commd reload`.
-struct PidFile {
-    static var defaultPath: String {
+/// The pid file and the state file of a running `s7commd run`, opened before privileges are
+/// dropped and kept open, so the unprivileged supervisor can still update them wherever they are.
+final class RuntimeFiles: @unchecked Sendable {
+    static var defaultPidPath: String {
         if getuid() == 0 { return "/run/s7commd/s7commd.pid" }
         if let runtime = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"], !runtime.isEmpty { return runtime + "/s7commd.pid" }
         return "/tmp/s7commd-\(getuid()).pid"
     }
 
-    let path: String
+    let pidPath: String
+    let statePath: String
+    private let pidFD: CInt
+    private let stateFD: CInt
 
-    init(path: String, logger: Logger) {
-        self.path = path
-        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+    init(pidPath: String, logger: Logger) {
+        self.pidPath = pidPath
+        statePath = RuntimeState.path(forPidFile: pidPath)
+        let directory = URL(fileURLWithPath: pidPath).deletingLastPathComponent().path
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        if !FileManager.default.createFile(atPath: path, contents: Data("\(getpid())\n".utf8)) {
-            logger.warning("cannot write the pid file \(path); `s7commd reload` will need --pid-file or kill -HUP \(getpid())")
+        pidFD = open(pidPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        stateFD = open(statePath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        if pidFD < 0 || stateFD < 0 {
+            logger.warning("cannot write \(pidFD < 0 ? pidPath : statePath): \(String(cString: strerror(errno))); `s7commd reload` and `status` will need --pid-file, or use kill -HUP \(getpid())")
         }
+        Self.replace(pidFD, with: Data("\(getpid())\n".utf8))
     }
 
+    func publish(_ state: RuntimeState) {
+        Self.replace(stateFD, with: state.encoded())
+    }
+
+    /// Empties both files (and removes them where the directory allows it) at a clean stop.
     func remove() {
-        if let text = try? String(contentsOfFile: path, encoding: .utf8), Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) == getpid() {
-            unlink(path)
-        }
+        Self.replace(stateFD, with: Data())
+        Self.replace(pidFD, with: Data())
+        unlink(statePath)
+        unlink(pidPath)
+        close(stateFD)
+        close(pidFD)
+    }
+
+    private static func replace(_ fd: CInt, with data: Data) {
+        guard fd >= 0 else { return }
+        _ = ftruncate(fd, 0)
+        _ = data.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
     }
 }
 
@@ -173,7 +324,7 @@ struct Reload: ParsableCommand {
         discussion: "Settings marked live in `s7commd config show` take effect for connections opened afterwards; the log of the running server lists what was applied and what needs a restart.")
 
     @Option(help: ArgumentHelp("The pid file the running server wrote.", valueName: "path"))
-    var pidFile: String = PidFile.defaultPath
+    var pidFile: String = RuntimeFiles.defaultPidPath
 
     func run() throws {
         guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8),

@@ -1,7 +1,6 @@
 import ArgumentParser
 
-@main
-struct S7Commd: AsyncParsableCommand {
+struct S7Commd: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "s7commd",
         abstract: "A hardened S7comm server: Siemens S7 clients read and write a soft PLC's memory over ISO-on-TCP.",

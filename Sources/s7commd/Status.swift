@@ -26,12 +26,12 @@ struct RuntimeState: Codable {
         (pidFile.hasSuffix(".pid") ? String(pidFile.dropLast(4)) : pidFile) + ".state.json"
     }
 
-    func write(to path: String) {
+    func encoded() -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
         encoder.dateEncodingStrategy = .iso8601
         encoder.keyEncodingStrategy = .convertToSnakeCase
-        if let data = try? encoder.encode(self) { try? ConfigDocument.atomicWrite(data, to: path) }
+        return (try? encoder.encode(self)) ?? Data()
     }
 
     static func read(from path: String) -> RuntimeState? {
@@ -48,7 +48,7 @@ struct Status: ParsableCommand {
         abstract: "Show whether s7commd runs, what it serves, and which configuration changes are not in effect yet.")
 
     @Option(help: ArgumentHelp("The pid file the running server wrote.", valueName: "path"))
-    var pidFile: String = PidFile.defaultPath
+    var pidFile: String = RuntimeFiles.defaultPidPath
 
     @Flag(help: "Print JSON for scripts.") var json = false
 

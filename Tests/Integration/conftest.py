@@ -157,6 +157,31 @@ def _wait_accepting(handle: ServerHandle, timeout: float):
     )
 
 
+SERVICE_USER = "s7commd"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def service_user():
+    """As root, s7commd runs its supervisor and children as the service user: create it
+    (a system user, like the Debian package does) when the tests run as root."""
+    if os.geteuid() == 0 and subprocess.run(["id", SERVICE_USER], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                        "--user-group", SERVICE_USER], check=True)
+    return SERVICE_USER
+
+
+@pytest.fixture
+def tmp_path(tmp_path_factory):
+    """Like pytest's tmp_path, but readable by the service user: the unprivileged supervisor
+    re-reads its configuration on reload, as it does from /etc/s7commd in production."""
+    import tempfile
+    path = Path(tempfile.mkdtemp(prefix="s7commd-it-"))
+    path.chmod(0o755)
+    yield path
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture
 def start_server(tmp_path, request):
     """Factory: start_server(pdu_size=480, env=None) -> ServerHandle. All started servers

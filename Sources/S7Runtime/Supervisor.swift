@@ -1,0 +1,225 @@
+import Foundation
+import Logging
+import S7Sys
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The small, boring parent: it holds the listening socket and a handle on the PLC memory
+/// segment, spawns the S7 worker and the memory process (spawn and exec, never a bare fork),
+/// passes them descriptors, restarts them with back-off, and never parses S7 traffic.
+public final class Supervisor: @unchecked Sendable {
+    public enum Role: String, Sendable {
+        case memory = "memory process"
+        case worker = "S7 worker"
+
+        var argument: String { self == .memory ? "__memory" : "__worker" }
+    }
+
+    enum Event: Sendable {
+        case message(Role, pid_t, RuntimeMessage, [SystemPackage.FileDescriptor])
+        case closed(Role, pid_t, String)
+        case exited(Role, pid_t, Spawn.Termination)
+        case signal(CInt)
+        case restart(Role)
+    }
+
+    struct Child {
+        var pid: pid_t
+        var channel: ControlChannel
+        var started: Date
+        var verified = false
+    }
+
+    private let executable: String
+    private let childArguments: [String]
+    private var configuration: String
+    private let listening: SystemPackage.FileDescriptor?
+    private let logger: Logger
+    private var memfd: SystemPackage.FileDescriptor?
+    private var children: [Role: Child] = [:]
+    private var backoff: [Role: Double] = [.memory: 0.1, .worker: 0.1]
+    private var stopping = false
+    private var pendingReloadLines: [String] = []
+    private let events: AsyncStream<Event>
+    private let sink: AsyncStream<Event>.Continuation
+    /// Called on SIGHUP: the new configuration text and a line for the log, or nil to keep the old.
+    private let reload: () -> (String, String)?
+
+    public init(executable: String, childArguments: [String], configuration: String,
+                listening: SystemPackage.FileDescriptor?, logger: Logger,
+                reload: @escaping () -> (String, String)?) {
+        self.executable = executable
+        self.childArguments = childArguments
+        self.configuration = configuration
+        self.listening = listening
+        self.logger = logger
+        self.reload = reload
+        (events, sink) = AsyncStream.makeStream(of: Event.self)
+    }
+
+    /// Feeds a signal (SIGTERM, SIGINT, SIGHUP) into the supervision loop.
+    public func deliver(signal: CInt) { sink.yield(.signal(signal)) }
+
+    /// Starts both children and supervises them until a stop signal; returns the exit status.
+    public func run() async -> Int32 {
+        start(.memory)
+        for await event in events {
+            switch event {
+            case .signal(let sig) where sig == SIGHUP:
+                guard let (text, line) = reload() else { continue }
+                configuration = text
+                // Logged once the worker has applied it, so the line means "in effect".
+                if let worker = children[.worker], (try? worker.channel.send(.reload(configuration: text))) != nil {
+                    pendingReloadLines.append(line)
+                } else {
+                    logger.notice("\(line)")
+                }
+            case .signal:
+                guard !stopping else { continue }
+                stopping = true
+                if let worker = children[.worker] {
+                    try? worker.channel.send(.stop)
+                    killLater(worker.pid, after: 5)
+                } else if let memory = children[.memory] {
+                    try? memory.channel.send(.stop)
+                    killLater(memory.pid, after: 5)
+                } else {
+                    return 0
+                }
+            case .message(let role, let pid, let message, let fds):
+                guard children[role]?.pid == pid else {
+                    fds.forEach { try? $0.close() }
+                    continue
+                }
+                handle(role, pid, message, fds)
+            case .closed(let role, let pid, let why):
+                if children[role]?.pid == pid, !stopping { logger.warning("\(role.rawValue) (pid \(pid)): \(why)") }
+            case .exited(let role, let pid, let termination):
+                guard children[role]?.pid == pid else { continue }
+                let child = children.removeValue(forKey: role)
+                if stopping {
+                    logger.info("\(role.rawValue) (pid \(pid)) stopped: \(termination)")
+                    if role == .worker, let memory = children[.memory] {
+                        try? memory.channel.send(.stop)
+                        killLater(memory.pid, after: 5)
+                    }
+                    if children.isEmpty { return 0 }
+                    continue
+                }
+                let uptime = Date().timeIntervalSince(child?.started ?? Date())
+                if uptime > 30 { backoff[role] = 0.1 }
+                let delay = backoff[role] ?? 0.1
+                backoff[role] = min(delay * 2, 5)
+                logger.error("\(role.rawValue) (pid \(pid)) \(termination) after \(String(format: "%.1f", uptime)) s; restarting it in \(String(format: "%.1f", delay)) s\(role == .worker ? " (the listening socket stays open; clients reconnect)" : " (the PLC memory segment is kept)")")
+                let sink = self.sink
+                Task {
+                    try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
+                    sink.yield(.restart(role))
+                }
+            case .restart(let role):
+                if !stopping { start(role) }
+            }
+        }
+        return 0
+    }
+
+    private func handle(_ role: Role, _ pid: pid_t, _ message: RuntimeMessage, _ fds: [SystemPackage.FileDescriptor]) {
+        if children[role]?.verified == false {
+            do {
+                try verifyChild(role, pid)
+                children[role]?.verified = true
+            } catch {
+                logger.error("\(error); killing it")
+                fds.forEach { try? $0.close() }
+                kill(pid, SIGKILL)
+                return
+            }
+        }
+        switch (role, message) {
+        case (.memory, .memoryReady):
+            guard fds.count == 1 else { return refuse(role, pid, message, fds) }
+            if memfd == nil { memfd = fds[0] } else { try? fds[0].close() }
+            if children[.worker] == nil { start(.worker) }
+        case (.worker, .serving):
+            logger.info("S7 worker (pid \(pid)) is serving")
+        case (.worker, .reloaded):
+            if !pendingReloadLines.isEmpty { logger.notice("\(pendingReloadLines.removeFirst())") }
+        default:
+            refuse(role, pid, message, fds)
+        }
+    }
+
+    private func refuse(_ role: Role, _ pid: pid_t, _ message: RuntimeMessage, _ fds: [SystemPackage.FileDescriptor]) {
+        fds.forEach { try? $0.close() }
+        logger.error("\(role.rawValue) (pid \(pid)) sent an unexpected \(message.kind) message; ending it")
+        kill(pid, SIGKILL)
+    }
+
+    /// The child must run as this process's user with no capability and no-new-privs set.
+    private func verifyChild(_ role: Role, _ pid: pid_t) throws {
+        let status = try ProcessStatus.read(pid: pid)
+        guard status.uid.all(equal: getuid()), status.gid.all(equal: getgid()) else {
+            throw RuntimeError("\(role.rawValue) (pid \(pid)) runs as uid \(status.uid), not \(getuid())")
+        }
+        guard status.permitted == 0, status.effective == 0, status.inheritable == 0, status.ambient == 0, status.noNewPrivileges else {
+            throw RuntimeError("\(role.rawValue) (pid \(pid)) holds capabilities or lacks no-new-privileges")
+        }
+    }
+
+    private func start(_ role: Role) {
+        do {
+            let pair = try UnixSocketPair.make()
+            // The children get this environment (TZ, LANG, ...) but never systemd's socket
+            // activation variables, which describe the supervisor's descriptors, not theirs.
+            var environment = ProcessInfo.processInfo.environment
+            for key in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"] { environment.removeValue(forKey: key) }
+            let pid = try Spawn.run(executable: executable, arguments: [role.argument] + childArguments,
+                                    environment: environment, passing: [(pair.second, as: 3)])
+            try? pair.second.close()
+            let channel = ControlChannel(socket: pair.first, peer: role.rawValue)
+            children[role] = Child(pid: pid, channel: channel, started: Date())
+            let sink = self.sink
+            Thread.detachNewThread {
+                let termination = (try? Spawn.wait(pid)) ?? .exited(-1)
+                sink.yield(.exited(role, pid, termination))
+            }
+            Task {
+                for await event in channel.events(maxDescriptors: 1) {
+                    switch event {
+                    case .message(let m, let fds): sink.yield(.message(role, pid, m, fds))
+                    case .closed(let why): sink.yield(.closed(role, pid, why))
+                    }
+                }
+                try? pair.first.close()
+            }
+            switch role {
+            case .memory:
+                try channel.send(.prepareMemory(configuration: configuration, reuse: memfd != nil), descriptors: memfd.map { [$0] } ?? [])
+            case .worker:
+                guard let memfd else { throw RuntimeError("no PLC memory segment to hand to the worker") }
+                try channel.send(.serve(configuration: configuration, listening: listening != nil),
+                                 descriptors: (listening.map { [$0] } ?? []) + [memfd])
+            }
+            logger.info("started the \(role.rawValue) (pid \(pid))")
+        } catch {
+            logger.error("could not start the \(role.rawValue): \(error); retrying")
+            let sink = self.sink
+            let delay = backoff[role] ?? 1
+            backoff[role] = min(delay * 2, 5)
+            Task {
+                try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
+                sink.yield(.restart(role))
+            }
+        }
+    }
+
+    private func killLater(_ pid: pid_t, after seconds: Double) {
+        Task {
+            try? await Task.sleep(for: .milliseconds(Int(seconds * 1000)))
+            kill(pid, SIGKILL)
+        }
+    }
+}

@@ -1,0 +1,77 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import S7Runtime
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A synchronous entry point: privileges are dropped per thread, so `run` binds and drops them
+/// while the process still has one thread, and the children verify theirs before any thread
+/// starts; only then does the async part begin.
+@main
+enum Entry {
+    static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if let role = arguments.first, role == "__worker" || role == "__memory" {
+            runChild(role, Array(arguments.dropFirst()))
+        }
+        do {
+            var command = try S7Commd.parseAsRoot()
+            if let run = command as? Run {
+                let prepared = try run.prepare()
+                runAsync { try await run.serve(prepared) }
+            }
+            try command.run()
+        } catch {
+            S7Commd.exit(withError: error)
+        }
+    }
+
+    /// Runs `body` on the concurrency runtime and exits with its outcome.
+    static func runAsync(_ body: @escaping @Sendable () async throws -> Void) -> Never {
+        Task {
+            do {
+                try await body()
+                exit(0)
+            } catch {
+                S7Commd.exit(withError: error)
+            }
+        }
+        dispatchMain()
+    }
+
+    /// A child of the supervisor: `s7commd __worker|__memory [--log-level L] [--threads N]`,
+    /// its control socket on descriptor 3. Internal: not for people to run.
+    static func runChild(_ role: String, _ options: [String]) -> Never {
+        func option(_ name: String) -> String? {
+            options.firstIndex(of: name).flatMap { $0 + 1 < options.count ? options[$0 + 1] : nil }
+        }
+        let level = Logger.Level(rawValue: option("--log-level") ?? "info") ?? .info
+        LoggingSystem.bootstrap { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let name = role == "__worker" ? "S7 worker" : "memory process"
+        let logger = Logger(label: role == "__worker" ? "s7commd-worker" : "s7commd-memory")
+        let control = SystemPackage.FileDescriptor(rawValue: 3)
+        do {
+            try verifyUnprivileged(role: name)
+            try verifyControlPeer(control, role: name)
+        } catch {
+            logger.critical("\(error)")
+            exit(71)
+        }
+        let threads = option("--threads").flatMap(Int.init) ?? 1
+        runAsync {
+            let status = role == "__worker"
+                ? try await WorkerRole.run(control: control, threads: threads, logger: logger, clock: localClock)
+                : try await MemoryRole.run(control: control, logger: logger)
+            exit(status)
+        }
+    }
+}
