@@ -142,8 +142,12 @@ struct Run: ParsableCommand {
             logger.info("dropped every capability and became \(target.name) (uid \(target.uid), gid \(target.gid))")
         } else {
             do {
-                try Privileges.dropAllCapabilities()
+                let boundingDropped = try Privileges.dropAllCapabilities()
                 try Privileges.setNoNewPrivileges()
+                if !boundingDropped {
+                    let bounding = (try? Capabilities.current().bounding).map { String($0, radix: 16) } ?? "?"
+                    logger.notice("the capability bounding set stays \(bounding): emptying it needs CAP_SETPCAP (grant it with CAP_NET_BIND_SERVICE, as the packaged unit does); no-new-privileges keeps every child from gaining any of it")
+                }
             } catch {
                 printError("could not drop capabilities: \(error)\nNothing was started.")
                 throw ExitCode(4)

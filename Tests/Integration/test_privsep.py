@@ -1,0 +1,238 @@
+"""The privilege-separated runtime, checked in /proc of the running processes (run as root):
+the supervisor drops every capability after binding; the S7 worker and the memory process run
+unprivileged with no capability and no-new-privileges; the worker holds the socket the
+supervisor bound; both children map the same memfd; killed children come back without losing
+the listener or PLC memory."""
+import json
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import snap7
+
+from conftest import HOST, SERVICE_USER, ServerHandle, _wait_accepting, free_port, make_config, server_binary
+
+CAP_SETS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
+
+
+def status(pid):
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields[key] = value.strip()
+    return fields
+
+
+def children_of(pid):
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def role_of(pid):
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return args[1].decode() if len(args) > 1 else ""
+
+
+def roles(supervisor_pid, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = {role_of(p): p for p in children_of(supervisor_pid)}
+        if "__worker" in found and "__memory" in found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"children of {supervisor_pid} not found: {children_of(supervisor_pid)}")
+
+
+def socket_inodes(pid):
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def listening_inode(port):
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if int(cols[1].split(":")[1], 16) == port and cols[3] == "0A":
+                return cols[9]
+    return None
+
+
+def memfd_inodes(pid):
+    return {line.split()[4] for line in Path(f"/proc/{pid}/maps").read_text().splitlines() if "memfd:s7commd-plc-memory" in line}
+
+
+def start(tmp_path, cfg, prefix=(), expect_listening=True):
+    tmp_path.chmod(0o777)
+    cfg_path = tmp_path / "privsep.json"
+    cfg_path.write_text(json.dumps(cfg))
+    cfg_path.chmod(0o644)
+    log_path = tmp_path / "privsep.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([*prefix, str(server_binary()), "run", "--config", str(cfg_path),
+                                 "--pid-file", str(tmp_path / "s7commd.pid")],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    h = ServerHandle(HOST, cfg["server"]["port"], proc, log_path, cfg)
+    if expect_listening:
+        _wait_accepting(h, 15)
+    return h
+
+
+def check_runtime(h, expected_uid, bounding_empty=True):
+    sup = status(h.process.pid)
+    for key in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+        assert int(sup[key], 16) == 0, f"supervisor {key} = {sup[key]}\n{h.log()}"
+    kids = roles(h.process.pid)
+    for role, pid in kids.items():
+        st = status(pid)
+        uids = st["Uid"].split()
+        assert uids[0] != "0" and all(u == str(expected_uid) for u in uids), f"{role} runs as {st['Uid']}"
+        for key in CAP_SETS:
+            if key == "CapBnd" and not bounding_empty:
+                continue
+            assert int(st[key], 16) == 0, f"{role} {key} = {st[key]}"
+        assert st["NoNewPrivs"] == "1", f"{role} NoNewPrivs = {st['NoNewPrivs']}"
+    listener = listening_inode(h.port)
+    assert listener is not None, "no listening socket"
+    assert listener in socket_inodes(kids["__worker"]), "the worker does not hold the listening socket"
+    assert listener in socket_inodes(h.process.pid), "the supervisor no longer holds the listening socket"
+    worker_memfd, memory_memfd = memfd_inodes(kids["__worker"]), memfd_inodes(kids["__memory"])
+    assert worker_memfd and worker_memfd == memory_memfd, (worker_memfd, memory_memfd)
+    return kids
+
+
+def client(h):
+    c = snap7.client.Client()
+    c.connect(h.host, 0, 1, tcp_port=h.port)
+    return c
+
+
+def stop(h):
+    h.process.send_signal(signal.SIGTERM)
+    assert h.process.wait(timeout=15) == 0, h.log()
+
+
+@pytest.fixture(autouse=True)
+def as_root():
+    if os.geteuid() != 0:
+        pytest.fail("these tests start s7commd as root and as the service user (setpriv): run them as root, as CI does")
+
+
+def test_root_start_drops_everything(tmp_path):
+    h = start(tmp_path, make_config(free_port()))
+    try:
+        kids = check_runtime(h, pwd.getpwnam(SERVICE_USER).pw_uid)
+        assert int(status(h.process.pid)["CapBnd"], 16) == 0
+        c = client(h)
+        c.db_write(1, 0, bytearray(b"\x11\x22\x33\x44"))
+        assert c.db_read(1, 0, 4) == bytearray(b"\x11\x22\x33\x44")
+        c.disconnect()
+        assert "became s7commd" in h.log()
+        assert kids
+    finally:
+        stop(h)
+
+
+def privileged_port():
+    for port in range(1000, 200, -7):
+        with socket.socket() as s:
+            try:
+                s.bind((HOST, port))
+                return port
+            except OSError:
+                continue
+    raise AssertionError("no free port below 1024")
+
+
+def test_non_root_with_ambient_capability(tmp_path):
+    """As systemd starts it: ambient CAP_NET_BIND_SERVICE, plus CAP_SETPCAP so the bounding set
+    can be emptied too; afterwards no process holds anything."""
+    user = pwd.getpwnam(SERVICE_USER)
+    cfg = make_config(privileged_port())
+    prefix = ("setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups",
+              "--inh-caps=+net_bind_service,+setpcap", "--ambient-caps=+net_bind_service,+setpcap")
+    h = start(tmp_path, cfg, prefix)
+    try:
+        check_runtime(h, user.pw_uid)
+        assert int(status(h.process.pid)["CapBnd"], 16) == 0
+        c = client(h)
+        assert c.get_cpu_state() == "S7CpuStatusRun"
+        c.disconnect()
+    finally:
+        stop(h)
+
+
+def test_non_root_with_only_the_bind_capability(tmp_path):
+    """Without CAP_SETPCAP the bounding set cannot be emptied: every other set is 0, NNP is set,
+    and the log says why the bounding set stays."""
+    user = pwd.getpwnam(SERVICE_USER)
+    cfg = make_config(privileged_port())
+    prefix = ("setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups",
+              "--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service")
+    h = start(tmp_path, cfg, prefix)
+    try:
+        check_runtime(h, user.pw_uid, bounding_empty=False)
+        assert "emptying it needs CAP_SETPCAP" in h.log()
+    finally:
+        stop(h)
+
+
+def test_non_root_without_capability_is_a_clear_error(tmp_path):
+    user = pwd.getpwnam(SERVICE_USER)
+    cfg = make_config(privileged_port())
+    prefix = ("setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups")
+    h = start(tmp_path, cfg, prefix, expect_listening=False)
+    rc = h.process.wait(timeout=15)
+    log = h.log()
+    assert rc != 0, log
+    assert "CAP_NET_BIND_SERVICE" in log and "ip_unprivileged_port_start" in log, log
+    assert "1102" in log, log  # the way out: a port above the sysctl's value
+    assert listening_inode(cfg["server"]["port"]) is None
+
+
+def test_killed_children_come_back_with_listener_and_memory(tmp_path):
+    h = start(tmp_path, make_config(free_port()))
+    try:
+        c = client(h)
+        c.db_write(1, 0, bytearray(b"before"))
+        c.disconnect()
+        for role in ("__worker", "__memory", "__worker"):
+            victim = roles(h.process.pid)[role]
+            os.kill(victim, signal.SIGKILL)
+            deadline = time.monotonic() + 2.0
+            while True:
+                try:
+                    c = client(h)
+                    assert c.db_read(1, 0, 6) == bytearray(b"before")
+                    c.db_write(1, 6, bytearray(role.encode()[:2]))
+                    c.disconnect()
+                    break
+                except Exception:
+                    assert time.monotonic() < deadline, f"no client could reconnect within 2 s after killing the {role}:\n{h.log()}"
+                    time.sleep(0.05)
+            new = roles(h.process.pid)
+            assert new[role] != victim
+        assert h.log().count("killed by signal 9") == 3
+        check_runtime(h, pwd.getpwnam(SERVICE_USER).pw_uid)
+    finally:
+        stop(h)
