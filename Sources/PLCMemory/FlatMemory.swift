@@ -137,6 +137,34 @@ public final class FlatMemory: PLCMemoryAccess, @unchecked Sendable {
         guardian.write { region.storeBytes(of: milliseconds.littleEndian, toByteOffset: MemoryLayout.clockOffsetOffset, as: Int64.self) }
     }
 
+    /// A write from the PLC side (a local tool or program): bounds-checked like a client's, but
+    /// `read_only` does not apply, since it restricts S7 clients.
+    public func plcWrite(_ area: PLCArea, db: UInt16, offset: Int, bytes: ArraySlice<UInt8>) throws(MemoryAccessError) {
+        guard let p = layout.placement(area, db: db) else { throw .objectDoesNotExist }
+        guard offset >= 0, offset <= p.size, bytes.count <= p.size - offset else { throw .addressOutOfRange }
+        let target = UnsafeMutableRawBufferPointer(rebasing: region[(p.offset + offset)..<(p.offset + offset + bytes.count)])
+        guardian.write { bytes.withUnsafeBytes { target.copyMemory(from: $0) } }
+    }
+
+    /// Sets or clears one bit from the PLC side (see ``plcWrite(_:db:offset:bytes:)``).
+    public func plcWriteBit(_ area: PLCArea, db: UInt16, offset: Int, bit: Int, value: Bool) throws(MemoryAccessError) {
+        guard (0...7).contains(bit), let p = layout.placement(area, db: db) else { throw .objectDoesNotExist }
+        guard offset >= 0, offset < p.size else { throw .addressOutOfRange }
+        let at = p.offset + offset
+        guardian.write {
+            if value { region[at] |= 1 << UInt8(bit) } else { region[at] &= ~(1 << UInt8(bit)) }
+        }
+    }
+
+    /// Puts back the whole of a retained region at start, read-only or not (restoring is not a
+    /// client's write). The size must match the region's.
+    public func restore(_ area: PLCArea, db: UInt16, bytes: [UInt8]) throws(MemoryAccessError) {
+        guard let p = layout.placement(area, db: db) else { throw .objectDoesNotExist }
+        guard bytes.count == p.size else { throw .addressOutOfRange }
+        let target = UnsafeMutableRawBufferPointer(rebasing: region[p.offset..<p.offset + p.size])
+        guardian.write { bytes.withUnsafeBytes { target.copyMemory(from: $0) } }
+    }
+
     /// Reads bytes of an image table (the PLC side's view), for tests and tools.
     public func readTable(_ table: ImageTable, element: Int, count: Int) -> [UInt8]? {
         guard let base = layout.tableOffsets[table], element >= 0, count >= 0,

@@ -93,15 +93,36 @@ public enum WorkerRole {
     }
 }
 
-/// The PLC-memory process: creates (or takes over) the shared segment and owns it.
+/// The PLC-memory process: creates (or takes over) the shared segment and owns it, keeps the
+/// retained regions on disk, and hands the segment to local tools and PLC programs.
 public enum MemoryRole {
-    public static func run(control: SystemPackage.FileDescriptor, logger: Logger) async throws -> Int32 {
+    /// How often retained regions are compared with what is on disk; a changed region is on
+    /// disk at most this long plus one write and fsync after the client's write was acknowledged.
+    public static let retainInterval: Duration = .milliseconds(250)
+
+    public static func run(control: SystemPackage.FileDescriptor, stateDirectory: String?, socketPath: String?,
+                           logger: Logger) async throws -> Int32 {
         let channel = ControlChannel(socket: control, peer: "supervisor")
         var mapping: SharedMemory.Mapping?
+        var memory: FlatMemory?
+        var retainTask: Task<Void, Never>?
+        var store: RetainStore?
+        var keys: [RetainStore.Key] = []
+        func finalSave() {
+            retainTask?.cancel()
+            guard let store, let memory, !keys.isEmpty else { return }
+            do {
+                try store.save(RetainStore.snapshot(memory, keys))
+                logger.info("memory process: retained data saved to \(store.path)")
+            } catch {
+                logger.error("memory process: could not save retained data: \(error)")
+            }
+        }
         for await event in channel.events(maxDescriptors: 1) {
             switch event {
             case .closed(let why):
                 logger.notice("memory process: \(why); stopping")
+                finalSave()
                 return 0
             case .message(.prepareMemory(let text, let reuse), let fds):
                 guard mapping == nil, fds.count == (reuse ? 1 : 0) else {
@@ -119,10 +140,23 @@ public enum MemoryRole {
                     (fd, mapping) = try SharedRegion.create(layout)
                     logger.info("memory process (pid \(getpid()), uid \(getuid())) created the PLC memory segment (\(layout.totalSize) bytes)")
                 }
+                let shared = SharedRegion.memory(layout, mapping!)
+                memory = shared
+                keys = RetainStore.retained(layout)
+                if let stateDirectory, !keys.isEmpty {
+                    let s = RetainStore(directory: stateDirectory)
+                    store = s
+                    if !reuse { restore(s, shared, keys, logger) }
+                    let retainedKeys = keys
+                    retainTask = Task { await keepRetained(s, shared, retainedKeys, logger) }
+                }
+                if let socketPath {
+                    serveAttach(path: socketPath, configuration: text, segment: fd, logger: logger)
+                }
                 try channel.send(.memoryReady(size: layout.totalSize), descriptors: [fd])
-                try? fd.close()
             case .message(.stop, _):
                 logger.info("memory process: stopping")
+                finalSave()
                 return 0
             case .message(let other, let fds):
                 for fd in fds { try? fd.close() }
@@ -130,7 +164,83 @@ public enum MemoryRole {
                 return 70
             }
         }
+        finalSave()
         withExtendedLifetime(mapping) {}
         return 0
+    }
+
+    static func restore(_ store: RetainStore, _ memory: FlatMemory, _ keys: [RetainStore.Key], _ logger: Logger) {
+        do {
+            let saved = try store.load()
+            var restored: [String] = []
+            for key in keys {
+                guard let bytes = saved[key] else { continue }
+                do {
+                    try memory.restore(key.area, db: key.number, bytes: bytes)
+                    restored.append(key.description)
+                } catch {
+                    logger.warning("retained \(key) in \(store.path) has \(bytes.count) bytes but the configuration gives it another size; it starts zeroed")
+                }
+            }
+            if !restored.isEmpty { logger.info("restored retained data of \(restored.joined(separator: ", ")) from \(store.path)") }
+        } catch {
+            let aside = store.setAside()
+            logger.error("\(error); it was moved aside to \(aside) and NOT loaded: the retained blocks start zeroed. Inspect or delete that file.")
+        }
+    }
+
+    /// Saves the retained regions whenever they changed, checking every ``retainInterval``.
+    static func keepRetained(_ store: RetainStore, _ memory: FlatMemory, _ keys: [RetainStore.Key], _ logger: Logger) async {
+        var last: [[UInt8]] = RetainStore.snapshot(memory, keys).map(\.1)
+        var failing = false
+        while !Task.isCancelled {
+            try? await Task.sleep(for: retainInterval)
+            let now = RetainStore.snapshot(memory, keys)
+            guard now.map(\.1) != last else { continue }
+            do {
+                try store.save(now)
+                last = now.map(\.1)
+                if failing { logger.notice("retained data is saved again to \(store.path)") }
+                failing = false
+            } catch {
+                if !failing { logger.error("could not save retained data: \(error); retrying every \(retainInterval)") }
+                failing = true
+            }
+        }
+    }
+
+    /// Hands the segment (and the configuration it was laid out from) to local tools and PLC
+    /// programs that connect to `path`: root, the service user, or members of its group.
+    static func serveAttach(path: String, configuration: String, segment: SystemPackage.FileDescriptor, logger: Logger) {
+        let listener: SystemPackage.FileDescriptor
+        do {
+            listener = try LocalSocket.listen(path: path, mode: 0o660)
+        } catch {
+            logger.error("memory process: \(error); `s7commd mem` and PLC programs cannot attach")
+            return
+        }
+        let dup = (try? segment.duplicate()) ?? segment
+        Thread.detachNewThread {
+            while true {
+                guard let peer = try? LocalSocket.accept(listener) else { return }
+                defer { try? peer.close() }
+                guard let cred = try? UnixSocket.peerCredentials(of: peer),
+                      cred.uid == 0 || cred.uid == getuid() || cred.gid == getgid() else {
+                    logger.warning("memory socket: refused a peer that is neither root, the service user, nor in its group")
+                    continue
+                }
+                LocalSocket.setReceiveTimeout(peer, seconds: 2)
+                do {
+                    guard let (message, fds) = try RuntimeMessage.receive(on: peer, maxDescriptors: 0), message == .attach, fds.isEmpty else {
+                        logger.warning("memory socket: pid \(cred.pid) sent something other than an attach request; closed")
+                        continue
+                    }
+                    try RuntimeMessage.attached(configuration: configuration).send(on: peer, descriptors: [dup])
+                    logger.info("memory socket: pid \(cred.pid) (uid \(cred.uid)) attached to the PLC memory")
+                } catch {
+                    logger.warning("memory socket: pid \(cred.pid): \(error)")
+                }
+            }
+        }
     }
 }

@@ -22,6 +22,10 @@ public enum RuntimeMessage: Codable, Equatable, Sendable {
     case reloaded
     /// Supervisor → child: stop gracefully (close clients, save retained data) and exit.
     case stop
+    /// A local tool or PLC program → memory process (on its socket): hand me the segment.
+    case attach
+    /// Memory process → tool: the configuration the segment was laid out from, with the segment attached.
+    case attached(configuration: String)
 
     /// Largest message accepted (a configuration with many data blocks fits easily).
     public static let maximumSize = 200_000
@@ -55,6 +59,8 @@ public enum RuntimeMessage: Codable, Equatable, Sendable {
         case .reload: return "reload"
         case .reloaded: return "reloaded"
         case .stop: return "stop"
+        case .attach: return "attach"
+        case .attached: return "attached"
         }
     }
 }

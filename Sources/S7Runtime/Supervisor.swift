@@ -35,6 +35,7 @@ public final class Supervisor: @unchecked Sendable {
 
     private let executable: String
     private let childArguments: [String]
+    private let memoryArguments: [String]
     private var configuration: String
     private let listening: SystemPackage.FileDescriptor?
     private let logger: Logger
@@ -48,11 +49,12 @@ public final class Supervisor: @unchecked Sendable {
     /// Called on SIGHUP: the new configuration text and a line for the log, or nil to keep the old.
     private let reload: () -> (String, String)?
 
-    public init(executable: String, childArguments: [String], configuration: String,
+    public init(executable: String, childArguments: [String], memoryArguments: [String] = [], configuration: String,
                 listening: SystemPackage.FileDescriptor?, logger: Logger,
                 reload: @escaping () -> (String, String)?) {
         self.executable = executable
         self.childArguments = childArguments
+        self.memoryArguments = memoryArguments
         self.configuration = configuration
         self.listening = listening
         self.logger = logger
@@ -176,7 +178,8 @@ public final class Supervisor: @unchecked Sendable {
             // activation variables, which describe the supervisor's descriptors, not theirs.
             var environment = ProcessInfo.processInfo.environment
             for key in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"] { environment.removeValue(forKey: key) }
-            let pid = try Spawn.run(executable: executable, arguments: [role.argument] + childArguments,
+            let pid = try Spawn.run(executable: executable,
+                                    arguments: [role.argument] + childArguments + (role == .memory ? memoryArguments : []),
                                     environment: environment, passing: [(pair.second, as: 3)])
             try? pair.second.close()
             let channel = ControlChannel(socket: pair.first, peer: role.rawValue)

@@ -67,10 +67,12 @@ enum Entry {
             exit(71)
         }
         let threads = option("--threads").flatMap(Int.init) ?? 1
+        let stateDirectory = option("--state-dir")
+        let socketPath = option("--socket")
         runAsync {
             let status = role == "__worker"
                 ? try await WorkerRole.run(control: control, threads: threads, logger: logger, clock: localClock)
-                : try await MemoryRole.run(control: control, logger: logger)
+                : try await MemoryRole.run(control: control, stateDirectory: stateDirectory, socketPath: socketPath, logger: logger)
             exit(status)
         }
     }

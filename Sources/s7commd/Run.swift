@@ -37,6 +37,20 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Where to write the process id, for `s7commd reload` and `s7commd status`.", valueName: "path"))
     var pidFile: String = RuntimeFiles.defaultPidPath
 
+    @Option(help: ArgumentHelp("Where retained data blocks are saved (retain.bin).", valueName: "directory"))
+    var stateDir: String = Run.defaultStateDirectory
+
+    static var defaultStateDirectory: String {
+        if getuid() == 0 { return "/var/lib/s7commd" }
+        let env = ProcessInfo.processInfo.environment
+        if let state = env["STATE_DIRECTORY"], !state.isEmpty { return state }
+        if let xdg = env["XDG_STATE_HOME"], !xdg.isEmpty { return xdg + "/s7commd" }
+        return (env["HOME"] ?? "/tmp") + "/.local/state/s7commd"
+    }
+
+    /// The memory process's socket for `s7commd mem` and PLC programs, beside the pid file.
+    var memorySocket: String { URL(fileURLWithPath: pidFile).deletingLastPathComponent().path + "/memory.sock" }
+
     @Option(help: ArgumentHelp("The unprivileged user to become when started as root.", valueName: "name"))
     var user: String = "s7commd"
 
@@ -136,8 +150,10 @@ struct Run: ParsableCommand {
                 target = nobody
                 logger.warning("the service user '\(user)' does not exist, so the supervisor and its children run as 'nobody' (uid \(nobody.uid)); create the proper one with: adduser --system --group --no-create-home \(user)")
             }
-            try? FileManager.default.createDirectory(atPath: runtimeDirectory, withIntermediateDirectories: true)
-            _ = chown(runtimeDirectory, target.uid, target.gid)
+            for directory in [runtimeDirectory, stateDir] {
+                try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                _ = chown(directory, target.uid, target.gid)
+            }
             Privileges.demote(toUID: target.uid, gid: target.gid)
             logger.info("dropped every capability and became \(target.name) (uid \(target.uid), gid \(target.gid))")
         } else {
@@ -217,6 +233,7 @@ struct Run: ParsableCommand {
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let supervisor = Supervisor(
             executable: executable, childArguments: ["--log-level", logLevel, "--threads", String(threadCount)],
+            memoryArguments: ["--state-dir", stateDir, "--socket", memorySocket],
             configuration: p.text, listening: p.listener.map { SystemPackage.FileDescriptor(rawValue: $0) }, logger: logger,
             reload: reloadFile)
         let forward = Task {

@@ -90,7 +90,7 @@ def start(tmp_path, cfg, prefix=(), expect_listening=True):
     log_path = tmp_path / "privsep.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([*prefix, str(server_binary()), "run", "--config", str(cfg_path),
-                                 "--pid-file", str(tmp_path / "s7commd.pid")],
+                                 "--pid-file", str(tmp_path / "s7commd.pid"), "--state-dir", str(tmp_path / "state")],
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     h = ServerHandle(HOST, cfg["server"]["port"], proc, log_path, cfg)
     if expect_listening:
@@ -116,6 +116,11 @@ def check_runtime(h, expected_uid, bounding_empty=True):
     assert listener is not None, "no listening socket"
     assert listener in socket_inodes(kids["__worker"]), "the worker does not hold the listening socket"
     assert listener in socket_inodes(h.process.pid), "the supervisor no longer holds the listening socket"
+    # The kernel queues connections on the supervisor's socket before the worker serves, so
+    # wait for the worker to have mapped the segment.
+    deadline = time.monotonic() + 5
+    while not memfd_inodes(kids["__worker"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
     worker_memfd, memory_memfd = memfd_inodes(kids["__worker"]), memfd_inodes(kids["__memory"])
     assert worker_memfd and worker_memfd == memory_memfd, (worker_memfd, memory_memfd)
     return kids
@@ -234,5 +239,144 @@ def test_killed_children_come_back_with_listener_and_memory(tmp_path):
             assert new[role] != victim
         assert h.log().count("killed by signal 9") == 3
         check_runtime(h, pwd.getpwnam(SERVICE_USER).pw_uid)
+    finally:
+        stop(h)
+
+
+def mem(h, op, *args):
+    sock = str(Path(h.log_path).parent / "memory.sock")
+    return subprocess.run([str(server_binary()), "mem", op, "--socket", sock, *args], capture_output=True, text=True, timeout=20)
+
+
+def retained_config(tmp_path):
+    cfg = make_config(free_port())
+    cfg["data_blocks"][0]["retain"] = True
+    return cfg
+
+
+def test_client_and_plc_side_see_each_other(tmp_path):
+    h = start(tmp_path, make_config(free_port()))
+    try:
+        c = client(h)
+        c.db_write(1, 10, bytearray(b"\x12\x34"))
+        r = mem(h, "read", "DB1.DBW10", "--type", "word")
+        assert r.returncode == 0 and "= 4660" in r.stdout, r.stdout + r.stderr
+        r = mem(h, "write", "DB1.DBD20", "2.5")
+        assert r.returncode == 0, r.stderr
+        import struct
+        assert struct.unpack(">f", c.db_read(1, 20, 4))[0] == 2.5
+        r = mem(h, "write", "M0.3", "true")
+        assert r.returncode == 0, r.stderr
+        assert c.read_area(snap7.type.Areas.MK, 0, 0, 1)[0] & 0x08
+        # The PLC side may write read-only data; S7 clients may not.
+        assert mem(h, "write", "DB2.DBW0", "7").returncode == 0
+        assert c.db_read(2, 0, 2) == bytearray(b"\x00\x07")
+        bad = mem(h, "read", "DB99.DBW0")
+        assert bad.returncode != 0 and "DB99 does not exist" in bad.stderr
+        c.disconnect()
+    finally:
+        stop(h)
+
+
+def test_no_torn_values_with_eight_clients_and_the_plc_side(tmp_path):
+    """8 clients write and read the same REAL and DINT items while the PLC side writes them
+    too; every value written has four equal bytes, so a torn read shows mixed bytes."""
+    import threading
+    h = start(tmp_path, make_config(free_port()))
+    offsets = (0, 4, 8)
+    errors, torn, reads = [], [], [0]
+    stop_at = time.monotonic() + 3.0
+
+    def hammer(n):
+        try:
+            c = client(h)
+            i = 0
+            while time.monotonic() < stop_at:
+                off = offsets[i % len(offsets)]
+                b = (n * 16 + i) % 250 + 1
+                c.db_write(1, off, bytearray([b] * 4))
+                got = c.db_read(1, offsets[(i + 1) % len(offsets)], 4)
+                reads[0] += 1
+                if len(set(got)) != 1:
+                    torn.append(bytes(got))
+                i += 1
+            c.disconnect()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    plc_writes = 0
+    while time.monotonic() < stop_at:
+        for off in offsets:
+            b = 0x7F - plc_writes % 60
+            value = int.from_bytes(bytes([b] * 4), "big", signed=True)
+            r = mem(h, "write", f"DB1.DBD{off}", "--", str(value))
+            assert r.returncode == 0, r.stderr
+            got = mem(h, "read", f"DB1.DBD{off}", "--json")
+            octets = json.loads(got.stdout)["bytes"].split()
+            if len(set(octets)) != 1:
+                torn.append(("plc", octets))
+            plc_writes += 1
+    for t in threads:
+        t.join()
+    try:
+        assert not errors, errors
+        assert reads[0] > 500 and plc_writes > 10, (reads[0], plc_writes)
+        assert not torn, f"{len(torn)} torn reads, e.g. {torn[:3]}"
+    finally:
+        stop(h)
+
+
+def test_retained_db_survives_kill_of_the_whole_tree(tmp_path):
+    h = start(tmp_path, retained_config(tmp_path))
+    state = Path(h.log_path).parent
+    c = client(h)
+    c.db_write(1, 0, bytearray(b"RETAIN"))
+    c.disconnect()
+    time.sleep(1.0)  # the stated bound: on disk within 250 ms plus one write and fsync
+    kids = roles(h.process.pid)
+    for pid in [h.process.pid, *kids.values()]:
+        os.kill(pid, signal.SIGKILL)
+    h.process.wait(timeout=10)
+    time.sleep(0.3)
+    h2 = start(tmp_path, retained_config(tmp_path))
+    try:
+        c = client(h2)
+        assert c.db_read(1, 0, 6) == bytearray(b"RETAIN"), h2.log()
+        c.disconnect()
+        assert "restored retained data of DB1" in h2.log()
+    finally:
+        stop(h2)
+    assert state.exists()
+
+
+def test_corrupt_retained_file_is_reported_and_set_aside(tmp_path):
+    cfg = retained_config(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "retain.bin").write_bytes(b"S7CMDRET" + b"\x00" * 40)
+    tmp_path.chmod(0o777)
+    import shutil
+    shutil.chown(state, SERVICE_USER, SERVICE_USER)
+    cfg_path = tmp_path / "privsep.json"
+    cfg_path.write_text(json.dumps(cfg))
+    log_path = tmp_path / "privsep.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(server_binary()), "run", "--config", str(cfg_path), "--pid-file", str(tmp_path / "s7commd.pid"),
+                                 "--state-dir", str(state)], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    h = ServerHandle(HOST, cfg["server"]["port"], proc, log_path, cfg)
+    _wait_accepting(h, 15)
+    try:
+        deadline = time.monotonic() + 5
+        while "moved aside" not in h.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log = h.log()
+        assert "is corrupt" in log and "moved aside" in log and str(state / "retain.bin") in log, log
+        assert list(state.glob("retain.bin.corrupt-*")), "the corrupt file must be kept, not deleted"
+        c = client(h)
+        assert c.db_read(1, 0, 4) == bytearray(4)
+        c.disconnect()
     finally:
         stop(h)

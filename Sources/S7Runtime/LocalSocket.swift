@@ -1,0 +1,90 @@
+import Foundation
+import S7Sys
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Named AF_UNIX SOCK_SEQPACKET sockets for local tools and PLC programs.
+public enum LocalSocket {
+    static func address(_ path: String) throws -> sockaddr_un {
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { throw RuntimeError("socket path \(path) is too long") }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            for (i, b) in bytes.enumerated() { raw[i] = b }
+            raw[bytes.count] = 0
+        }
+        return addr
+    }
+
+    /// Binds and listens at `path` (an old socket file there is replaced), mode `mode`.
+    public static func listen(path: String, mode: mode_t) throws -> SystemPackage.FileDescriptor {
+        let fd = socket(AF_UNIX, CInt(SOCK_SEQPACKET.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw RuntimeError("cannot create a Unix socket: \(String(cString: strerror(errno)))") }
+        unlink(path)
+        var addr = try address(path)
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        guard rc == 0, chmod(path, mode) == 0, Glibc.listen(fd, 16) == 0 else {
+            let e = errno
+            close(fd)
+            throw RuntimeError("cannot listen on \(path): \(String(cString: strerror(e)))")
+        }
+        return SystemPackage.FileDescriptor(rawValue: fd)
+    }
+
+    public static func connect(path: String) throws -> SystemPackage.FileDescriptor {
+        let fd = socket(AF_UNIX, CInt(SOCK_SEQPACKET.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw RuntimeError("cannot create a Unix socket: \(String(cString: strerror(errno)))") }
+        var addr = try address(path)
+        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        guard rc == 0 else {
+            let e = errno
+            close(fd)
+            let hint = e == ENOENT || e == ECONNREFUSED ? ": is `s7commd run` running? (its memory process listens there)"
+                : e == EACCES ? ": permission denied; run as root or as a member of the service user's group" : ""
+            throw RuntimeError("cannot connect to \(path): \(String(cString: strerror(e)))\(hint)")
+        }
+        return SystemPackage.FileDescriptor(rawValue: fd)
+    }
+
+    public static func accept(_ listener: SystemPackage.FileDescriptor) throws -> SystemPackage.FileDescriptor {
+        while true {
+            let fd = Glibc.accept(listener.rawValue, nil, nil)
+            if fd >= 0 {
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)  // one thread spawns nothing meanwhile: the memory process never spawns
+                return SystemPackage.FileDescriptor(rawValue: fd)
+            }
+            if errno == EINTR || errno == ECONNABORTED { continue }
+            throw RuntimeError("accept on the memory socket failed: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Gives up on a peer that sends nothing for `seconds`.
+    public static func setReceiveTimeout(_ fd: SystemPackage.FileDescriptor, seconds: Int) {
+        var tv = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd.rawValue, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+}
+
+/// Attaches to the running server's PLC memory through its memory process: the way `s7commd
+/// mem` and a PLC program on the same host get the segment.
+public enum PLCMemoryClient {
+    public static func attach(socketPath: String) throws -> (FlatMemoryHandle) {
+        let fd = try LocalSocket.connect(path: socketPath)
+        defer { try? fd.close() }
+        LocalSocket.setReceiveTimeout(fd, seconds: 5)
+        try RuntimeMessage.attach.send(on: fd)
+        guard let (reply, fds) = try RuntimeMessage.receive(on: fd, maxDescriptors: 1) else {
+            throw RuntimeError("the memory process closed the connection without an answer (refused: check the user you run as)")
+        }
+        guard case .attached(let text) = reply, fds.count == 1 else {
+            fds.forEach { try? $0.close() }
+            throw RuntimeError("the memory process answered \(reply.kind) instead of the segment")
+        }
+        defer { try? fds[0].close() }
+        return try FlatMemoryHandle(configuration: text, segment: fds[0])
+    }
+}
