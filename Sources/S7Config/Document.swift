@@ -248,6 +248,9 @@ public struct ConfigDocument {
             unlink(temporary)
             throw .io("cannot write \(temporary)", writeErrno)
         }
+        // Keep the owner and group of the file it replaces (root:s7commd 0640 for the packaged
+        // file), so an edit by root never locks the service user out of its configuration.
+        if stat(path, &st) == 0 { _ = chown(temporary, st.st_uid, st.st_gid) }
         if let pause = ProcessInfo.processInfo.environment["S7COMMD_TEST_PAUSE_BEFORE_RENAME"], let seconds = Double(pause) {
             usleep(UInt32(seconds * 1_000_000))
         }

@@ -148,7 +148,9 @@ public enum MemoryRole {
                     store = s
                     if !reuse { restore(s, shared, keys, logger) }
                     let retainedKeys = keys
-                    retainTask = Task { await keepRetained(s, shared, retainedKeys, logger) }
+                    // After taking over a segment (the previous memory process died), what is in
+                    // memory may be newer than the file: save it first.
+                    retainTask = Task { await keepRetained(s, shared, retainedKeys, logger, saveNow: reuse) }
                 }
                 if let socketPath {
                     serveAttach(path: socketPath, configuration: text, segment: fd, logger: logger)
@@ -190,8 +192,9 @@ public enum MemoryRole {
     }
 
     /// Saves the retained regions whenever they changed, checking every ``retainInterval``.
-    static func keepRetained(_ store: RetainStore, _ memory: FlatMemory, _ keys: [RetainStore.Key], _ logger: Logger) async {
-        var last: [[UInt8]] = RetainStore.snapshot(memory, keys).map(\.1)
+    static func keepRetained(_ store: RetainStore, _ memory: FlatMemory, _ keys: [RetainStore.Key], _ logger: Logger,
+                             saveNow: Bool = false) async {
+        var last: [[UInt8]] = saveNow ? [] : RetainStore.snapshot(memory, keys).map(\.1)
         var failing = false
         while !Task.isCancelled {
             try? await Task.sleep(for: retainInterval)
@@ -207,6 +210,14 @@ public enum MemoryRole {
                 failing = true
             }
         }
+    }
+
+    /// Whether a peer holds this process's group as a supplementary group (SO_PEERCRED gives
+    /// only the effective one).
+    static func inServiceGroup(_ pid: pid_t) -> Bool {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Groups:") }) else { return false }
+        return line.dropFirst(7).split(separator: " ").contains { UInt32($0.trimmingCharacters(in: .whitespaces)) == getgid() }
     }
 
     /// Hands the segment (and the configuration it was laid out from) to local tools and PLC
@@ -225,7 +236,7 @@ public enum MemoryRole {
                 guard let peer = try? LocalSocket.accept(listener) else { return }
                 defer { try? peer.close() }
                 guard let cred = try? UnixSocket.peerCredentials(of: peer),
-                      cred.uid == 0 || cred.uid == getuid() || cred.gid == getgid() else {
+                      cred.uid == 0 || cred.uid == getuid() || cred.gid == getgid() || inServiceGroup(cred.pid) else {
                     logger.warning("memory socket: refused a peer that is neither root, the service user, nor in its group")
                     continue
                 }

@@ -36,6 +36,10 @@ public final class Supervisor: @unchecked Sendable {
     private let executable: String
     private let childArguments: [String]
     private let memoryArguments: [String]
+    /// The configuration the segment was laid out from: memory process and worker restarts use
+    /// it, so a reload that changed data blocks (restart needed) cannot break a restart.
+    private let layoutConfiguration: String
+    /// The latest configuration: its live settings go to the worker after each (re)start.
     private var configuration: String
     private let listening: SystemPackage.FileDescriptor?
     private let logger: Logger
@@ -56,6 +60,7 @@ public final class Supervisor: @unchecked Sendable {
         self.childArguments = childArguments
         self.memoryArguments = memoryArguments
         self.configuration = configuration
+        self.layoutConfiguration = configuration
         self.listening = listening
         self.logger = logger
         self.reload = reload
@@ -200,11 +205,12 @@ public final class Supervisor: @unchecked Sendable {
             }
             switch role {
             case .memory:
-                try channel.send(.prepareMemory(configuration: configuration, reuse: memfd != nil), descriptors: memfd.map { [$0] } ?? [])
+                try channel.send(.prepareMemory(configuration: layoutConfiguration, reuse: memfd != nil), descriptors: memfd.map { [$0] } ?? [])
             case .worker:
                 guard let memfd else { throw RuntimeError("no PLC memory segment to hand to the worker") }
-                try channel.send(.serve(configuration: configuration, listening: listening != nil),
+                try channel.send(.serve(configuration: layoutConfiguration, listening: listening != nil),
                                  descriptors: (listening.map { [$0] } ?? []) + [memfd])
+                if configuration != layoutConfiguration { try channel.send(.reload(configuration: configuration)) }
             }
             logger.info("started the \(role.rawValue) (pid \(pid))")
         } catch {

@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import Logging
 import S7Runtime
+import S7Sys
 import SystemPackage
 
 #if canImport(Glibc)
@@ -59,7 +60,11 @@ enum Entry {
         let name = role == "__worker" ? "S7 worker" : "memory process"
         let logger = Logger(label: role == "__worker" ? "s7commd-worker" : "s7commd-memory")
         let control = SystemPackage.FileDescriptor(rawValue: 3)
+        // Ctrl-C and systemd signal the whole group; a child stops when the supervisor says so
+        // (or closes the control socket), so retained data is saved and clients are closed.
+        for sig in [SIGTERM, SIGINT, SIGHUP] { signal(sig, SIG_IGN) }
         do {
+            try Privileges.setNonDumpable()
             try verifyUnprivileged(role: name)
             try verifyControlPeer(control, role: name)
         } catch {

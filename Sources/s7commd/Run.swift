@@ -37,6 +37,10 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("Where to write the process id, for `s7commd reload` and `s7commd status`.", valueName: "path"))
     var pidFile: String = RuntimeFiles.defaultPidPath
 
+    @Option(help: ArgumentHelp(
+        "Listen on this TCP port instead of server.port (e.g. 1102 when not allowed to bind 102).", valueName: "port"))
+    var port: Int?
+
     @Option(help: ArgumentHelp("Where retained data blocks are saved (retain.bin).", valueName: "directory"))
     var stateDir: String = Run.defaultStateDirectory
 
@@ -54,7 +58,7 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("The unprivileged user to become when started as root.", valueName: "name"))
     var user: String = "s7commd"
 
-    @Flag(help: "Serve in this one process instead of the supervisor, worker and memory process (for debugging).")
+    @Flag(help: "Serve in this one (equally unprivileged) process instead of the supervisor, worker and memory process (for debugging and comparison).")
     var singleProcess = false
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
@@ -83,7 +87,7 @@ struct Run: ParsableCommand {
         }
         let logger = Logger(label: "s7commd")
         let path = config ?? (FileManager.default.fileExists(atPath: Self.installedConfiguration) ? Self.installedConfiguration : nil)
-        let settings: S7Configuration
+        var settings: S7Configuration
         let text: String
         do {
             if let path {
@@ -96,6 +100,13 @@ struct Run: ParsableCommand {
         } catch let error as ConfigurationError {
             printError(error.description + "\nNothing was started.")
             throw ExitCode(2)
+        }
+        if let port {
+            guard (1...65535).contains(port) else {
+                printError("--port \(port) is not a TCP port (1-65535)\nNothing was started.")
+                throw ExitCode(2)
+            }
+            settings.server.port = port
         }
         let source = path ?? "the built-in demo configuration (no --config given and \(Self.installedConfiguration) does not exist)"
         do {
@@ -126,11 +137,10 @@ struct Run: ParsableCommand {
             logger.notice("server.enabled is false: the server is disabled and no listener is opened; PLC memory and all settings are kept. Set server.enabled to true (s7commd config set server.enabled true) and restart to serve clients.")
         }
         let files = RuntimeFiles(pidPath: pidFile, logger: logger)
-        if !singleProcess {
-            try dropPrivileges(logger)
-            if let path, access(path, R_OK) != 0 {
-                logger.warning("\(path) is not readable by uid \(getuid()) now that privileges are dropped, so a reload will fail; make it readable to the service user (e.g. chown root:\(user) and chmod 0640)")
-            }
+        try dropPrivileges(logger)
+        try? Privileges.setNonDumpable()
+        if let path, access(path, R_OK) != 0 {
+            logger.warning("\(path) is not readable by uid \(getuid()) now that privileges are dropped, so a reload will fail; make it readable to the service user (e.g. chown root:\(user) and chmod 0640)")
         }
         return Prepared(settings: settings, path: path, source: source, text: text, listener: listener, logger: logger, files: files)
     }
@@ -162,7 +172,7 @@ struct Run: ParsableCommand {
                 try Privileges.setNoNewPrivileges()
                 if !boundingDropped {
                     let bounding = (try? Capabilities.current().bounding).map { String($0, radix: 16) } ?? "?"
-                    logger.notice("the capability bounding set stays \(bounding): emptying it needs CAP_SETPCAP (grant it with CAP_NET_BIND_SERVICE, as the packaged unit does); no-new-privileges keeps every child from gaining any of it")
+                    logger.notice("the capability bounding set stays \(bounding): emptying it needs CAP_SETPCAP beside CAP_NET_BIND_SERVICE (the packaged unit grants both); no-new-privileges keeps every child from gaining any of it")
                 }
             } catch {
                 printError("could not drop capabilities: \(error)\nNothing was started.")
@@ -297,7 +307,8 @@ final class RuntimeFiles: @unchecked Sendable {
     static var defaultPidPath: String {
         if getuid() == 0 { return "/run/s7commd/s7commd.pid" }
         if let runtime = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"], !runtime.isEmpty { return runtime + "/s7commd.pid" }
-        return "/tmp/s7commd-\(getuid()).pid"
+        if let runtime = ProcessInfo.processInfo.environment["RUNTIME_DIRECTORY"], !runtime.isEmpty { return runtime + "/s7commd.pid" }
+        return "/tmp/s7commd-\(getuid())/s7commd.pid"
     }
 
     let pidPath: String

@@ -36,8 +36,8 @@ def children_of(pid):
                 stat = (entry / "stat").read_text()
             except OSError:
                 continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == pid:
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":  # a killed child not yet reaped is no child
                 out.append(int(entry.name))
     return out
 
@@ -114,13 +114,13 @@ def check_runtime(h, expected_uid, bounding_empty=True):
         assert st["NoNewPrivs"] == "1", f"{role} NoNewPrivs = {st['NoNewPrivs']}"
     listener = listening_inode(h.port)
     assert listener is not None, "no listening socket"
+    # The kernel queues connections on the supervisor's socket before the worker serves, so
+    # wait for the worker to have received the socket and mapped the segment.
+    deadline = time.monotonic() + 5
+    while (listener not in socket_inodes(kids["__worker"]) or not memfd_inodes(kids["__worker"])) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert listener in socket_inodes(kids["__worker"]), "the worker does not hold the listening socket"
     assert listener in socket_inodes(h.process.pid), "the supervisor no longer holds the listening socket"
-    # The kernel queues connections on the supervisor's socket before the worker serves, so
-    # wait for the worker to have mapped the segment.
-    deadline = time.monotonic() + 5
-    while not memfd_inodes(kids["__worker"]) and time.monotonic() < deadline:
-        time.sleep(0.05)
     worker_memfd, memory_memfd = memfd_inodes(kids["__worker"]), memfd_inodes(kids["__memory"])
     assert worker_memfd and worker_memfd == memory_memfd, (worker_memfd, memory_memfd)
     return kids
@@ -235,8 +235,10 @@ def test_killed_children_come_back_with_listener_and_memory(tmp_path):
                 except Exception:
                     assert time.monotonic() < deadline, f"no client could reconnect within 2 s after killing the {role}:\n{h.log()}"
                     time.sleep(0.05)
-            new = roles(h.process.pid)
-            assert new[role] != victim
+            deadline = time.monotonic() + 5
+            while roles(h.process.pid)[role] == victim and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert roles(h.process.pid)[role] != victim
         assert h.log().count("killed by signal 9") == 3
         check_runtime(h, pwd.getpwnam(SERVICE_USER).pw_uid)
     finally:
