@@ -14,7 +14,7 @@ public struct BindError: Error, CustomStringConvertible, Sendable {
         let what = "cannot listen on \(address):\(port): \(String(cString: strerror(errno)))"
         switch errno {
         case EADDRINUSE:
-            return what + ". Another process already listens on this port; stop it, or set server.port to a free port the clients can be set to."
+            return what + ". Another process already listens on this port."
         case EACCES:
             return what + ". Ports below 1024 need CAP_NET_BIND_SERVICE: start as root, grant the capability "
                 + "(systemd AmbientCapabilities=CAP_NET_BIND_SERVICE, or setcap cap_net_bind_service=+ep on the binary), "

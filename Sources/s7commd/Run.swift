@@ -99,12 +99,12 @@ struct Run: ParsableCommand {
             }
         } catch let error as ConfigurationError {
             printError(error.description + "\nNothing was started.")
-            throw ExitCode(2)
+            throw ExitCode(StartFailure.configuration.rawValue)
         }
         if let port {
             guard (1...65535).contains(port) else {
                 printError("--port \(port) is not a TCP port (1-65535)\nNothing was started.")
-                throw ExitCode(2)
+                throw ExitCode(StartFailure.configuration.rawValue)
             }
             settings.server.port = port
         }
@@ -113,7 +113,7 @@ struct Run: ParsableCommand {
             _ = try PLCMemory.MemoryLayout(settings.memory)
         } catch {
             printError("configuration \(source) cannot be laid out in memory: \(error)\nNothing was started.")
-            throw ExitCode(2)
+            throw ExitCode(StartFailure.configuration.rawValue)
         }
         logger.info("s7commd \(S7CommdVersion.current) serving \(source)")
         for warning in settings.warnings { logger.warning("configuration: \(warning)") }
@@ -128,9 +128,17 @@ struct Run: ParsableCommand {
                 do {
                     listener = try ListeningSocket.open(address: settings.server.bindAddress, port: settings.server.port)
                 } catch {
-                    printError(error.description + "\n" + CapabilityReport.current())
-                    logger.error("\(error.description)")
-                    throw ExitCode(3)
+                    let detail: String
+                    let status: StartFailure
+                    switch error.errno {
+                    case EADDRINUSE: (detail, status) = (PortHolders.explain(port: settings.server.port), .portInUse)
+                    case EACCES: (detail, status) = (CapabilityReport.current(), .permission)
+                    case EADDRNOTAVAIL: (detail, status) = ("", .addressNotAvailable)
+                    default: (detail, status) = ("", .permission)
+                    }
+                    printError(error.description + (detail.isEmpty ? "" : "\n" + detail) + "\nNothing was started.")
+                    logger.error("\(error.description) \(detail)")
+                    throw ExitCode(status.rawValue)
                 }
             }
         } else {
@@ -155,7 +163,7 @@ struct Run: ParsableCommand {
             } catch {
                 guard let nobody = try? ServiceUser.lookup(name: "nobody") else {
                     printError("\(error)\nNothing was started.")
-                    throw ExitCode(4)
+                    throw ExitCode(StartFailure.privileges.rawValue)
                 }
                 target = nobody
                 logger.warning("the service user '\(user)' does not exist, so the supervisor and its children run as 'nobody' (uid \(nobody.uid)); create the proper one with: adduser --system --group --no-create-home \(user)")
@@ -176,12 +184,12 @@ struct Run: ParsableCommand {
                 }
             } catch {
                 printError("could not drop capabilities: \(error)\nNothing was started.")
-                throw ExitCode(4)
+                throw ExitCode(StartFailure.privileges.rawValue)
             }
             let status = try Capabilities.current()
             guard status.effective == 0, status.permitted == 0, status.inheritable == 0, status.ambient == 0 else {
                 printError("capabilities remain after dropping them (CapEff \(String(status.effective, radix: 16))); nothing was started")
-                throw ExitCode(4)
+                throw ExitCode(StartFailure.privileges.rawValue)
             }
             logger.info("dropped every capability (running as uid \(getuid()))")
         }

@@ -1,0 +1,74 @@
+"""Start-up failures explained with what is found on this host, and the events a technician
+looks for in the log: who holds the port, which capability is missing, PDU negotiation, and
+the client over max_clients."""
+import json
+import os
+import socket
+import subprocess
+import time
+
+import snap7
+
+from conftest import HOST, free_port, make_config, server_binary
+
+
+def run_once(tmp_path, cfg, *extra):
+    path = tmp_path / "diag.json"
+    path.write_text(json.dumps(cfg))
+    return subprocess.run([str(server_binary()), "run", "--config", str(path), "--pid-file", str(tmp_path / "run" / "s7commd.pid"),
+                           "--state-dir", str(tmp_path / "state"), *extra], capture_output=True, text=True, timeout=30)
+
+
+def test_port_in_use_names_the_holder(tmp_path):
+    port = free_port()
+    holder = subprocess.Popen(["python3", "-c", f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); print('ready', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        r = run_once(tmp_path, make_config(port))
+        assert r.returncode == 3, r.stderr
+        assert f"cannot listen on 127.0.0.1:{port}" in r.stderr
+        assert f"held by pid {holder.pid}" in r.stderr and "python3 -c" in r.stderr, r.stderr
+        assert "server.port" in r.stderr and "Nothing was started" in r.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_address_not_on_this_host_lists_the_host_addresses(tmp_path):
+    cfg = make_config(free_port())
+    cfg["server"]["bind_address"] = "192.0.2.123"
+    r = run_once(tmp_path, cfg)
+    assert r.returncode == 2, r.stderr
+    assert "server.bind_address" in r.stderr and "192.0.2.123" in r.stderr
+    assert "127.0.0.1 (lo)" in r.stderr, r.stderr
+
+
+def test_pdu_mismatch_and_client_over_the_limit_are_logged(start_server):
+    h = start_server(pdu_size=480, server_overrides={"max_clients": 2})
+    clients = []
+    try:
+        c = snap7.client.Client()
+        c.set_param(snap7.type.Parameter.PDURequest, 960)
+        c.connect(h.host, 0, 1, tcp_port=h.port)
+        assert c.get_pdu_length() == 480
+        clients.append(c)
+        c2 = snap7.client.Client()
+        c2.connect(h.host, 0, 1, tcp_port=h.port)
+        clients.append(c2)
+        extra = socket.create_connection((h.host, h.port), timeout=5)
+        extra_port = extra.getsockname()[1]
+        extra.settimeout(5)
+        assert extra.recv(16) == b"", "the client over max_clients must be closed at once"
+        extra.close()
+        deadline = time.monotonic() + 5
+        while f"refused 127.0.0.1:{extra_port}" not in h.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log = h.log()
+        assert "proposed PDU 960, agreed 480" in log
+        assert f"refused 127.0.0.1:{extra_port}: max_clients (2)" in log, log
+        # the others are undisturbed
+        assert clients[0].db_read(1, 0, 2) is not None and clients[1].get_cpu_state() == "S7CpuStatusRun"
+    finally:
+        for c in clients:
+            c.disconnect()
