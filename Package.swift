@@ -12,6 +12,9 @@ let package = Package(
         .executable(name: "s7commd", targets: ["s7commd"]),
         .library(name: "S7Wire", targets: ["S7Wire"]),
         .library(name: "PLCMemory", targets: ["PLCMemory"]),
+        // For PLC programs on the same host (docs/plc-programs.md): C, and Swift (PLCMemoryClient.attach).
+        .library(name: "S7commdPLC", targets: ["S7commdPLC"]),
+        .library(name: "S7commdPLCSwift", targets: ["S7Runtime"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -60,6 +63,9 @@ let package = Package(
         ),
         // Linux calls and macros Swift's Glibc module does not import (CMSG_*, memfd, prctl, ...).
         .target(name: "CS7Sys"),
+        // The C library a PLC program uses to attach to s7commd's shared PLC memory
+        // (self-contained: also builds with plain gcc, see docs/plc-programs.md).
+        .target(name: "S7commdPLC"),
         // libcap from Debian's libcap-dev.
         .systemLibrary(name: "CLibcap", pkgConfig: "libcap", providers: [.apt(["libcap-dev"])]),
         // Typed, thin syscalls for the privilege-separated runtime: descriptor passing, sealed
