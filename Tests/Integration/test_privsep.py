@@ -382,3 +382,109 @@ def test_corrupt_retained_file_is_reported_and_set_aside(tmp_path):
         c.disconnect()
     finally:
         stop(h)
+
+
+def test_worker_killed_under_load_loses_no_acknowledged_write(tmp_path):
+    """A client writes a rising counter as fast as it can; the worker is killed mid-stream.
+    Every write the client saw acknowledged is in PLC memory afterwards."""
+    import struct
+    import threading
+    h = start(tmp_path, make_config(free_port()))
+    acknowledged = [0]
+    done = threading.Event()
+
+    def writer():
+        c = client(h)
+        n = 0
+        try:
+            while not done.is_set():
+                n += 1
+                c.db_write(1, 100, bytearray(struct.pack(">i", n)))
+                acknowledged[0] = n
+        except Exception:  # noqa: BLE001 - the worker was killed under it
+            pass
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        time.sleep(0.5)
+        os.kill(roles(h.process.pid)["__worker"], signal.SIGKILL)
+        t.join(timeout=10)
+        done.set()
+        assert acknowledged[0] > 10, "the writer did not get going"
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                c = client(h)
+                break
+            except Exception:  # noqa: BLE001
+                assert time.monotonic() < deadline, "no reconnect within 2 s"
+                time.sleep(0.05)
+        value = struct.unpack(">i", c.db_read(1, 100, 4))[0]
+        c.disconnect()
+        assert value >= acknowledged[0], (value, acknowledged[0])
+    finally:
+        done.set()
+        stop(h)
+
+
+def test_memory_socket_refuses_garbage_and_strangers(tmp_path):
+    h = start(tmp_path, make_config(free_port()))
+    sock_path = str(Path(h.log_path).parent / "memory.sock")
+    try:
+        deadline = time.monotonic() + 5
+        while not Path(sock_path).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.connect(sock_path)
+        s.send(b"\x00garbage, not a message")
+        s.settimeout(5)
+        assert s.recv(100) == b"", "garbage must end the peer"
+        s.close()
+        # A user who is neither root, the service user nor in its group is refused.
+        stranger = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                                   str(server_binary()), "mem", "read", "DB1.DBW0", "--socket", sock_path],
+                                  capture_output=True, text=True, timeout=20)
+        # (the socket file's mode 0660 already stops it; the uid check behind it is the second line)
+        assert stranger.returncode != 0 and "permission denied" in stranger.stderr.lower(), stranger.stderr
+        log = h.log()
+        assert "not one of the runtime's messages" in log, log
+        # still serving
+        assert mem(h, "read", "DB1.DBW0").returncode == 0
+        c = client(h)
+        c.disconnect()
+    finally:
+        stop(h)
+
+
+def test_socket_activation_uses_the_passed_socket(tmp_path):
+    """As systemd's s7commd.socket would: the supervisor adopts the listening socket it is
+    handed (LISTEN_FDS) and binds nothing."""
+    port = free_port()
+    cfg = make_config(1102 if port != 1102 else 1103)  # server.port differs: it must be ignored
+    tmp_path.chmod(0o777)
+    cfg_path = tmp_path / "privsep.json"
+    cfg_path.write_text(json.dumps(cfg))
+    log_path = tmp_path / "privsep.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(["systemd-socket-activate", "-l", f"{HOST}:{port}", str(server_binary()), "run",
+                                 "--config", str(cfg_path), "--pid-file", str(tmp_path / "s7commd.pid"),
+                                 "--state-dir", str(tmp_path / "state")],
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    cfg["server"]["port"] = port
+    h = ServerHandle(HOST, port, proc, log_path, cfg)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                c = client(h)  # the first connection makes systemd-socket-activate start s7commd
+                break
+            except Exception:  # noqa: BLE001
+                assert time.monotonic() < deadline, h.log()
+                time.sleep(0.2)
+        assert c.get_cpu_state() == "S7CpuStatusRun"
+        c.disconnect()
+        assert "using the listening socket systemd passed" in h.log(), h.log()
+        assert listening_inode(1102) is None and listening_inode(1103) is None
+    finally:
+        stop(h)
