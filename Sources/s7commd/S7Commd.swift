@@ -9,7 +9,7 @@ struct S7Commd: ParsableCommand {
             /etc/s7commd/s7commd.json when that file exists, or else a built-in demo configuration.
             """,
         version: S7CommdVersion.current,
-        subcommands: [Run.self, ConfigCommand.self, Reload.self, Status.self, MemCommand.self, Probe.self]
+        subcommands: [Run.self, ConfigCommand.self, Reload.self, Status.self, Doctor.self, MemCommand.self, Probe.self]
     )
 }
 

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import snap7
 
@@ -72,3 +73,55 @@ def test_pdu_mismatch_and_client_over_the_limit_are_logged(start_server):
     finally:
         for c in clients:
             c.disconnect()
+
+
+def doctor(tmp_path, cfg, *extra):
+    import shutil
+    path = tmp_path / "doctor.json"
+    path.write_text(json.dumps(cfg))
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    shutil.chown(state, "s7commd", "s7commd")
+    return subprocess.run([str(server_binary()), "doctor", "--config", str(path), "--pid-file", str(tmp_path / "run" / "s7commd.pid"),
+                           "--state-dir", str(state), *extra], capture_output=True, text=True, timeout=30)
+
+
+def test_doctor_finds_nothing_wrong_on_a_good_setup(tmp_path):
+    r = doctor(tmp_path, make_config(free_port()))
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    for check in ("configuration", "port 127.0.0.1:", "service user", "state directory", "shared memory"):
+        assert any(l.startswith("ok") and check in l for l in lines), (check, r.stdout)
+    as_json = json.loads(doctor(tmp_path, make_config(free_port()), "--json").stdout)
+    assert {c["check"] for c in as_json} >= {"configuration", "service user", "shared memory"}
+
+
+def test_doctor_reports_each_problem_with_a_fix(tmp_path):
+    port = free_port()
+    holder = subprocess.Popen(["python3", "-c", f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); print('ready', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        r = doctor(tmp_path, make_config(port), "--user", "no-such-user-s7")
+        assert r.returncode == 1
+        out = r.stdout
+        assert f"PROBLEM port 127.0.0.1:{port}: in use" in out and f"pid {holder.pid}" in out, out
+        assert "PROBLEM service user" in out and "adduser --system" in out, out
+        bad = make_config(free_port())
+        bad["server"]["pdu_size"] = 100
+        r = doctor(tmp_path, bad)
+        assert r.returncode == 1 and "PROBLEM configuration" in r.stdout and "server.pdu_size = 100" in r.stdout
+        assert "fix: s7commd config check" in r.stdout
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_doctor_sees_the_running_instance_holding_the_port(tmp_path, start_server):
+    h = start_server()
+    pid_file = next(Path(h.log_path).parent.glob("s7commd-*.pid"))
+    cfg_path = next(Path(h.log_path).parent.glob("s7commd-*.json"))
+    r = subprocess.run([str(server_binary()), "doctor", "--config", str(cfg_path), "--pid-file", str(pid_file)],
+                       capture_output=True, text=True, timeout=30)
+    assert f"held by the running s7commd (pid {h.process.pid})" in r.stdout, r.stdout
+    assert "PROBLEM port" not in r.stdout, r.stdout

@@ -1,0 +1,151 @@
+import ArgumentParser
+import Foundation
+import S7Config
+import S7Server
+import S7Sys
+
+/// `s7commd doctor`: every check `run` depends on, before starting anything, one line each.
+struct Doctor: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check everything s7commd needs before it starts: one line per check, exit status 1 on a problem.",
+        discussion: "With the service running, also checks that the running instance is the one holding the port.")
+
+    @Option(name: .shortAndLong, help: ArgumentHelp("The configuration file.", valueName: "path"))
+    var config: String = Run.installedConfiguration
+
+    @Option(help: ArgumentHelp("The pid file of a running server.", valueName: "path"))
+    var pidFile: String = RuntimeFiles.defaultPidPath
+
+    @Option(help: ArgumentHelp("The retained-data directory.", valueName: "directory"))
+    var stateDir: String = Run.defaultStateDirectory
+
+    @Option(help: ArgumentHelp("The service user `run` becomes when started as root.", valueName: "name"))
+    var user: String = "s7commd"
+
+    @Flag(help: "Print JSON for scripts.") var json = false
+
+    struct Check: Encodable {
+        var check: String
+        var status: String  // ok, problem, info
+        var detail: String
+        var fix: String?
+    }
+
+    func run() throws {
+        var checks: [Check] = []
+        func add(_ name: String, _ status: String, _ detail: String, _ fix: String? = nil) {
+            checks.append(Check(check: name, status: status, detail: detail, fix: fix))
+        }
+
+        // The configuration, against this host.
+        var settings: S7Configuration?
+        do {
+            settings = try S7Configuration.loadForHost(path: config)
+            add("configuration", "ok", "\(config) is valid (\(settings!.memory.dataBlocks.count) data block(s))")
+            for w in settings!.warnings { add("configuration", "info", "warning: \(w)") }
+        } catch let error as ConfigurationError {
+            let first = error.problems.prefix(3).map(\.description).joined(separator: "; ")
+            add("configuration", "problem", "\(config): \(error.problems.count) problem(s): \(first)",
+                "s7commd config check --config \(config) lists them all; fix with s7commd config set")
+        }
+
+        // A running instance.
+        let statePath = RuntimeState.path(forPidFile: pidFile)
+        let running = RuntimeState.read(from: statePath).flatMap { kill($0.pid, 0) == 0 || errno == EPERM ? $0 : nil }
+        if let running {
+            add("running instance", "info", "s7commd pid \(running.pid) runs since \(running.startedAt), \(running.listening ? "listening on \(running.endpoint)" : "no listener (server disabled)")")
+        } else {
+            add("running instance", "info", "none found (\(pidFile))")
+        }
+
+        if let s = settings?.server {
+            if s.enabled {
+                checkPort(s, running, add)
+            } else {
+                add("server", "info", "server.enabled is false: s7commd will run without a listener, so the port is not checked",
+                    "s7commd config set server.enabled true, then restart")
+            }
+        }
+
+        // The service user (used when started as root).
+        do {
+            let u = try ServiceUser.lookup(name: user)
+            add("service user", "ok", "\(u.name) exists (uid \(u.uid), gid \(u.gid))")
+            checkStateDirectory(owner: u, add)
+        } catch {
+            add("service user", geteuid() == 0 ? "problem" : "info", "\(error)",
+                "adduser --system --group --no-create-home \(user) (the Debian package creates it)")
+            checkStateDirectory(owner: nil, add)
+        }
+
+        // Shared memory.
+        do {
+            let fd = try SharedMemory.create(name: "s7commd-doctor", size: 4096)
+            let seals = try SharedMemory.seals(of: fd)
+            try fd.close()
+            add("shared memory", seals.contains(.shrink) && seals.contains(.grow) ? "ok" : "problem",
+                "memfd_create and sealing work (\(seals))", seals.contains(.grow) ? nil : "a kernel with memfd sealing (Linux 3.17 or later) is needed")
+        } catch {
+            add("shared memory", "problem", "cannot create a sealed memfd: \(error)",
+                "check the kernel (memfd_create) and any seccomp filter or container policy that forbids it")
+        }
+
+        if json {
+            printJSON(checks)
+        } else {
+            for c in checks {
+                let mark = c.status == "ok" ? "ok     " : c.status == "problem" ? "PROBLEM" : "info   "
+                print("\(mark) \(c.check): \(c.detail)")
+                if let fix = c.fix, c.status != "ok" { print("        fix: \(fix)") }
+            }
+        }
+        if checks.contains(where: { $0.status == "problem" }) { throw ExitCode(1) }
+    }
+
+    private func checkPort(_ s: S7Configuration.Server, _ running: RuntimeState?,
+                           _ add: (String, String, String, String?) -> Void) {
+        let name = "port \(s.bindAddress):\(s.port)"
+        let holders = PortHolders.find(port: s.port).holders
+        if let running, running.listening, holders.contains(where: { $0.pid == running.pid }) || holders.isEmpty && running.endpoint.hasSuffix(":\(s.port)") {
+            add(name, "ok", "held by the running s7commd (pid \(running.pid))", nil)
+            return
+        }
+        do {
+            let fd = try ListeningSocket.open(address: s.bindAddress, port: s.port)
+            close(fd)
+            add(name, "ok", "free, and this process may bind it", nil)
+        } catch {
+            switch error.errno {
+            case EADDRINUSE:
+                add(name, "problem", "in use: " + PortHolders.explain(port: s.port), nil)
+            case EACCES:
+                add(name, geteuid() == 0 ? "problem" : "info", "this user may not bind it. " + CapabilityReport.current(),
+                    "run it from the packaged unit (AmbientCapabilities=CAP_NET_BIND_SERVICE), as root, or on a port above net.ipv4.ip_unprivileged_port_start")
+            default:
+                add(name, "problem", error.description, nil)
+            }
+        }
+    }
+
+    private func checkStateDirectory(owner: ServiceUser?, _ add: (String, String, String, String?) -> Void) {
+        var st = stat()
+        guard stat(stateDir, &st) == 0 else {
+            add("state directory", "info", "\(stateDir) does not exist yet; run creates it when started as root (retained data is kept there)",
+                "mkdir -p \(stateDir) && chown \(owner?.name ?? user): \(stateDir)")
+            return
+        }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else {
+            add("state directory", "problem", "\(stateDir) is not a directory", "remove it or pass --state-dir")
+            return
+        }
+        if let owner, geteuid() == 0 {
+            let writable = (st.st_uid == owner.uid && st.st_mode & 0o200 != 0) || (st.st_gid == owner.gid && st.st_mode & 0o020 != 0)
+            add("state directory", writable ? "ok" : "problem", "\(stateDir) \(writable ? "is" : "is not") writable by \(owner.name)",
+                writable ? nil : "chown \(owner.name):\(owner.name) \(stateDir)")
+        } else {
+            let ok = access(stateDir, W_OK) == 0
+            add("state directory", ok ? "ok" : "problem", "\(stateDir) \(ok ? "is" : "is not") writable by uid \(getuid())",
+                ok ? nil : "make it writable to the user s7commd runs as, or pass --state-dir")
+        }
+    }
+}
