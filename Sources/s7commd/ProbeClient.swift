@@ -1,0 +1,414 @@
+import ArgumentParser
+import Foundation
+import PLCMemory
+import S7Wire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A blocking S7 client over one TCP socket; every wait is bounded by `timeout`.
+struct ProbeClient {
+    var timeout: Double
+    private var fd: Int32 = -1
+    private var pduReference: UInt16 = 0
+    private var closedBecause: String?
+    private var endpoint = ""
+    private var agreedPDU = 0
+
+    init(timeout: Double) { self.timeout = timeout }
+
+    mutating func close() {
+        if fd >= 0 { Glibc.close(fd) }
+        fd = -1
+    }
+
+    private var timeoutText: String { timeout == timeout.rounded() ? "\(Int(timeout)) s" : "\(timeout) s" }
+
+    // MARK: Connect
+
+    mutating func connect(_ e: ProbeEndpoint, _ report: inout ProbeReport) throws {
+        endpoint = e.description
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        let rc = getaddrinfo(e.host, String(e.port), &hints, &list)
+        guard rc == 0, let first = list else {
+            throw ProbeFailure(
+                stage: "resolve", what: "cannot resolve \(e.host): \(String(cString: gai_strerror(rc)))",
+                why: "the name is not in DNS or /etc/hosts, or this host has no name service",
+                fix: "give the CPU's IP address (e.g. 192.168.0.1), or fix the name in DNS or /etc/hosts")
+        }
+        defer { freeaddrinfo(list) }
+        var lastError: Int32 = 0
+        var timedOut = false
+        var node: UnsafeMutablePointer<addrinfo>? = first
+        while let ai = node {
+            node = ai.pointee.ai_next
+            let s = socket(ai.pointee.ai_family, ai.pointee.ai_socktype, ai.pointee.ai_protocol)
+            guard s >= 0 else { lastError = errno; continue }
+            let flags = fcntl(s, F_GETFL, 0)
+            _ = fcntl(s, F_SETFL, flags | O_NONBLOCK)
+            var err: Int32 = 0
+            if Glibc.connect(s, ai.pointee.ai_addr, ai.pointee.ai_addrlen) != 0 {
+                err = errno
+                if err == EINPROGRESS {
+                    var p = pollfd(fd: s, events: Int16(POLLOUT), revents: 0)
+                    let n = poll(&p, 1, Int32(timeout * 1000))
+                    if n == 0 {
+                        err = ETIMEDOUT
+                        timedOut = true
+                    } else if n < 0 {
+                        err = errno
+                    } else {
+                        var soError: Int32 = 0
+                        var len = socklen_t(Swift.MemoryLayout<Int32>.size)
+                        getsockopt(s, SOL_SOCKET, SO_ERROR, &soError, &len)
+                        err = soError
+                    }
+                }
+            }
+            if err != 0 {
+                lastError = err
+                Glibc.close(s)
+                continue
+            }
+            _ = fcntl(s, F_SETFL, flags)
+            var one: Int32 = 1
+            setsockopt(s, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(Swift.MemoryLayout<Int32>.size))
+            fd = s
+            report.connectedAddress = Self.numericHost(ai.pointee.ai_addr, ai.pointee.ai_addrlen)
+            break
+        }
+        guard fd >= 0 else { throw connectFailure(e, lastError, timedOut: timedOut) }
+
+        // COTP: connect to the CPU's TSAP.
+        let called = report.calledTSAP
+        let where_ = "TSAP \(ProbeReport.tsap(called)) (rack \(report.rack), slot \(report.slot))"
+        let rackSlotFix = "give the rack and slot of the CPU: --rack R --slot S (S7-300: rack 0 slot 2; S7-400: the slot in the hardware configuration; S7-1200/1500 and s7commd: rack 0 slot 1, or 0). For s7commd, server.allowed_rack_slots lists the pairs it accepts; an S7-1200/1500 also needs PUT/GET access allowed in its protection settings"
+        try send(S7ClientRequest.connect(callingTSAP: report.callingTSAP, calledTSAP: called), stage: "cotp")
+        let frame: [UInt8]
+        do {
+            frame = try receiveFrame(stage: "cotp")
+        } catch let f as ProbeFailure where f.stage == "cotp-closed" {
+            throw ProbeFailure(
+                stage: "cotp", what: "\(endpoint) accepted the TCP connection but closed it when asked for \(where_)",
+                why: "the server refuses that TSAP (no CPU at that rack and slot, or connections of this type are not allowed), or the service on that port is not ISO-on-TCP",
+                fix: rackSlotFix)
+        }
+        let answer: COTPConnectAnswer
+        do {
+            answer = try COTPConnectAnswer.decode(frame: frame[...])
+        } catch {
+            throw notS7("cotp", "its answer to the COTP connection request is not valid: \(error)")
+        }
+        switch answer {
+        case .refused(let reason):
+            throw ProbeFailure(
+                stage: "cotp", what: "\(endpoint) refused the COTP connection to \(where_): \(COTPConnectAnswer.reasonText(reason)) (disconnect reason 0x\(String(format: "%02X", reason)))",
+                why: "no CPU answers at that rack and slot, or the server allows only other rack/slot pairs or TSAPs",
+                fix: rackSlotFix)
+        case .confirmed:
+            break
+        }
+    }
+
+    static func numericHost(_ addr: UnsafeMutablePointer<sockaddr>?, _ len: socklen_t) -> String? {
+        guard let addr else { return nil }
+        var buffer = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+        guard getnameinfo(addr, len, &buffer, socklen_t(buffer.count), nil, 0, NI_NUMERICHOST) == 0 else { return nil }
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    private func connectFailure(_ e: ProbeEndpoint, _ err: Int32, timedOut: Bool) -> ProbeFailure {
+        let port = e.port
+        switch err {
+        case ECONNREFUSED:
+            return ProbeFailure(
+                stage: "connect", what: "cannot connect to \(e): connection refused",
+                why: "nothing listens on TCP port \(port) at \(e.host), or a firewall there rejects the connection",
+                fix: "check that the S7 server runs and listens on port \(port) (for s7commd: `s7commd status`, or `ss -ltnp` on that host), that the address and port are right (S7 uses 102), and that the firewall lets TCP port \(port) through")
+        case ETIMEDOUT:
+            return ProbeFailure(
+                stage: "connect", what: "cannot connect to \(e): no answer within \(timeoutText)",
+                why: "the host is down or not at that address, or a firewall drops the packets to port \(port)",
+                fix: "check the address (`ping \(e.host)`), the cabling and the route to it, and that a firewall lets TCP port \(port) through; a slow link may need a longer --timeout")
+        case EHOSTUNREACH, ENETUNREACH:
+            return ProbeFailure(
+                stage: "connect", what: "cannot connect to \(e): \(String(cString: strerror(err)))",
+                why: "this host has no route to \(e.host) (wrong subnet, interface down, or the host is off)",
+                fix: "check the address and that this host has an address in the CPU's subnet (`ip addr`, `ip route`)")
+        default:
+            return ProbeFailure(
+                stage: "connect", what: "cannot connect to \(e): \(String(cString: strerror(err)))",
+                why: "the operating system refused or aborted the TCP connection",
+                fix: "check the address and port, the network, and the firewall between this host and \(e.host)")
+        }
+    }
+
+    private func notS7(_ stage: String, _ what: String) -> ProbeFailure {
+        ProbeFailure(
+            stage: stage, what: "\(endpoint) does not speak S7comm: \(what)",
+            why: "the service on that port is not an S7 server (ISO-on-TCP, RFC 1006), or it answered something this probe cannot read",
+            fix: "check the port (S7 uses 102) and that the device is an S7 CPU or S7 server")
+    }
+
+    // MARK: Setup Communication
+
+    mutating func setup(_ proposed: UInt16, _ report: inout ProbeReport) throws {
+        let ref = nextReference()
+        let pdu = try exchange(S7ClientRequest.setupCommunication(pduReference: ref, pduSize: proposed), ref, stage: "setup")
+        if let e = pdu.headerError {
+            throw ProbeFailure(
+                stage: "setup", what: "\(endpoint) refused the PDU negotiation (Setup Communication, PDU \(proposed)): error \(S7ErrorText.describe(e.value))",
+                why: "the CPU does not accept this request; some CPUs refuse sizes they do not support",
+                fix: "try --pdu 240 (every S7 CPU accepts it) or --pdu 480")
+        }
+        do {
+            let answer = try S7SetupCommunicationAnswer.decode(parameters: pdu.parameters)
+            guard answer.pduSize > 0 else { throw S7WireError.malformed("the agreed PDU size is 0") }
+            agreedPDU = Int(answer.pduSize)
+            report.agreedPDU = agreedPDU
+        } catch let e as S7WireError {
+            throw notS7("setup", "its answer to Setup Communication is not valid: \(e)")
+        }
+    }
+
+    // MARK: SZL
+
+    /// Reads an SZL partial list, following continuations; a failure is "not answered".
+    mutating func readSZL(id: UInt16, index: UInt16) -> SZLOutcome {
+        if let why = closedBecause { return .notAnswered(why) }
+        var collected: [UInt8] = []
+        var ref = nextReference()
+        var request = S7ClientRequest.readSZL(pduReference: ref, id: id, index: index)
+        for _ in 0..<256 {
+            let pdu: S7ResponsePDU
+            do {
+                pdu = try exchange(request, ref, stage: "szl")
+            } catch let f as ProbeFailure {
+                return .notAnswered(f.what)
+            } catch {
+                return .notAnswered("\(error)")
+            }
+            if let e = pdu.headerError { return .notAnswered("error \(S7ErrorText.describe(e.value))") }
+            let answer: S7UserDataAnswer
+            do {
+                answer = try S7UserDataAnswer.decode(pdu: pdu)
+            } catch {
+                return .notAnswered("invalid answer: \(error)")
+            }
+            if let e = answer.errorCode { return .notAnswered("error \(S7ErrorText.describe(e))") }
+            guard answer.returnCode == S7ReturnCode.success.rawValue else {
+                return .notAnswered("return code 0x\(String(format: "%02X", answer.returnCode)): \(S7ErrorText.returnCode(answer.returnCode))")
+            }
+            collected.append(contentsOf: answer.payload)
+            guard collected.count <= 65536 else { return .notAnswered("the answer is longer than 64 KiB") }
+            if !answer.moreFollows { break }
+            ref = nextReference()
+            request = S7ClientRequest.readSZLFollowUp(pduReference: ref, sequenceNumber: answer.parameters.sequenceNumber)
+        }
+        do {
+            let list = try S7SZLList.decode(collected[...])
+            guard list.id == id || list.id == 0 || collected.count < 4 else {
+                return .notAnswered(String(format: "the server answered SZL 0x%04X instead", list.id))
+            }
+            return .answered(list)
+        } catch {
+            return .notAnswered("invalid list: \(error)")
+        }
+    }
+
+    // MARK: Read Var
+
+    mutating func read(_ a: PLCAddress) -> ReadOutcome {
+        var out = ReadOutcome(address: a)
+        if let why = closedBecause {
+            out.problem = why
+            return out
+        }
+        let area: S7AreaCode
+        switch a.area {
+        case .inputs: area = .inputs
+        case .outputs: area = .outputs
+        case .flags: area = .flags
+        case .dataBlock: area = .dataBlock
+        case .timers: area = .timer
+        case .counters: area = .counter
+        }
+        let spec: S7VarSpec
+        let expected: Int
+        switch (a.area, a.width) {
+        case (.timers, _), (.counters, _):
+            spec = S7VarSpec(transportSize: a.area == .timers ? S7TransportSize.timer.rawValue : S7TransportSize.counter.rawValue,
+                             count: 1, dbNumber: 0, area: area.rawValue, address: UInt32(a.offset))
+            expected = 2
+        case (_, .bit(let bit)):
+            spec = S7VarSpec(transportSize: S7TransportSize.bit.rawValue, count: 1, dbNumber: a.db, area: area.rawValue,
+                             address: UInt32(a.offset * 8 + bit))
+            expected = 1
+        default:
+            spec = S7VarSpec(transportSize: S7TransportSize.byte.rawValue, count: UInt16(a.byteCount), dbNumber: a.db,
+                             area: area.rawValue, address: UInt32(a.offset * 8))
+            expected = a.byteCount
+        }
+        let ref = nextReference()
+        do {
+            let pdu = try exchange(S7ClientRequest.readVar(pduReference: ref, [spec]), ref, stage: "read")
+            if let e = pdu.headerError {
+                out.problem = "the server refused the read: error \(S7ErrorText.describe(e.value))"
+                return out
+            }
+            let answer = try S7ReadVarAnswer.decode(parameters: pdu.parameters, data: pdu.data)
+            guard let item = answer.items.first, answer.items.count == 1 else {
+                out.problem = "the answer carries \(answer.items.count) items for 1 requested"
+                return out
+            }
+            guard item.returnCode == S7ReturnCode.success.rawValue else {
+                out.problem = "the server answered return code 0x\(String(format: "%02X", item.returnCode)): \(S7ErrorText.returnCode(item.returnCode))"
+                    + (item.returnCode == 0x0A || item.returnCode == 0x05 ? "; check that \(a.area == .dataBlock ? "DB\(a.db)" : "the \(a.area) area") exists and is large enough" : "")
+                return out
+            }
+            guard item.data.count == expected else {
+                out.problem = "the server answered \(item.data.count) bytes for \(expected) requested"
+                return out
+            }
+            out.bytes = Array(item.data)
+        } catch let f as ProbeFailure {
+            out.problem = f.what
+        } catch {
+            out.problem = "invalid answer: \(error)"
+        }
+        return out
+    }
+
+    // MARK: Frames
+
+    private mutating func nextReference() -> UInt16 {
+        pduReference = pduReference == 0xFFFF ? 1 : pduReference + 1
+        return pduReference
+    }
+
+    /// Sends a request and returns the S7 answer that carries its PDU reference (stale answers
+    /// to requests that timed out earlier are skipped).
+    private mutating func exchange(_ frame: [UInt8], _ ref: UInt16, stage: String) throws -> S7ResponsePDU {
+        try send(frame, stage: stage)
+        for _ in 0..<16 {
+            let bytes = try receivePDU(stage: stage)
+            let pdu: S7ResponsePDU
+            do {
+                pdu = try S7ResponsePDU.decode(bytes[...])
+            } catch {
+                throw notS7(stage, "invalid S7 answer: \(error)")
+            }
+            if pdu.header.pduReference == ref { return pdu }
+        }
+        throw notS7(stage, "16 answers in a row carry another PDU reference than the request's \(ref)")
+    }
+
+    private mutating func send(_ bytes: [UInt8], stage: String) throws {
+        guard fd >= 0 else { throw lost(stage, closedBecause ?? "not connected") }
+        var sent = 0
+        while sent < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + sent, bytes.count - sent, Int32(MSG_NOSIGNAL)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                let why = "sending failed: \(String(cString: strerror(errno)))"
+                closedBecause = why
+                throw lost(stage, why)
+            }
+            sent += n
+        }
+    }
+
+    private mutating func lost(_ stage: String, _ why: String) -> ProbeFailure {
+        ProbeFailure(
+            stage: stage, what: "the connection to \(endpoint) was lost: \(why)",
+            why: "the server closed the connection (it may limit clients or time them out) or the network dropped it",
+            fix: "run the probe again; if it repeats, look at the server's log (for s7commd: `journalctl -u s7commd`)")
+    }
+
+    /// Reads exactly `count` bytes, waiting at most `timeout` in all.
+    private mutating func receive(_ count: Int, deadline: Double, stage: String) throws -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        var got = 0
+        while got < count {
+            let left = deadline - Self.now()
+            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = left <= 0 ? 0 : poll(&p, 1, Int32(max(1, left * 1000)))
+            if ready < 0, errno == EINTR { continue }
+            if ready == 0 {
+                throw ProbeFailure(
+                    stage: stage, what: "\(endpoint) did not answer within \(timeoutText)\(stage == "cotp" ? " (COTP connection request)" : "")",
+                    why: stage == "cotp"
+                        ? "the service on that port accepted TCP but does not speak ISO-on-TCP (RFC 1006), or it is overloaded"
+                        : "the server does not implement this request, or it is overloaded",
+                    fix: stage == "cotp" ? "check the port (S7 uses 102); a slow link may need a longer --timeout" : "try a longer --timeout")
+            }
+            let n = out.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, count - got, 0) }
+            if n < 0 {
+                if errno == EINTR || errno == EAGAIN { continue }
+                let why = String(cString: strerror(errno))
+                closedBecause = "connection lost: \(why)"
+                if stage == "cotp" { throw ProbeFailure(stage: "cotp-closed", what: why, why: "", fix: "") }
+                throw lost(stage, why)
+            }
+            if n == 0 {
+                closedBecause = "the server closed the connection"
+                if stage == "cotp" { throw ProbeFailure(stage: "cotp-closed", what: "closed", why: "", fix: "") }
+                throw lost(stage, "the server closed the connection")
+            }
+            got += n
+        }
+        return out
+    }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+
+    /// Reads one TPKT frame (header included).
+    private mutating func receiveFrame(stage: String, deadline: Double? = nil) throws -> [UInt8] {
+        let deadline = deadline ?? Self.now() + timeout
+        let head = try receive(4, deadline: deadline, stage: stage)
+        guard head[0] == S7Limits.tpktVersion else {
+            closedBecause = "the server sent something other than ISO-on-TCP"
+            throw notS7(stage, String(format: "its answer starts with 0x%02X 0x%02X, not a TPKT header (0x03 0x00)", head[0], head[1]))
+        }
+        let length = Int(head[2]) << 8 | Int(head[3])
+        guard length >= S7Limits.minimumFrameLength else {
+            closedBecause = "the server sent a malformed frame"
+            throw notS7(stage, "TPKT length \(length) is too short for a COTP TPDU")
+        }
+        return head + (try receive(length - 4, deadline: deadline, stage: stage))
+    }
+
+    /// Reads COTP data TPDUs up to the one marked end-of-transmission; returns the S7 PDU.
+    private mutating func receivePDU(stage: String) throws -> [UInt8] {
+        let deadline = Self.now() + timeout
+        var pdu: [UInt8] = []
+        while true {
+            let frame = try receiveFrame(stage: stage, deadline: deadline)
+            let tpdu: COTPPDU
+            do {
+                tpdu = try COTPPDU.decodeFrame(frame[...])
+            } catch {
+                throw notS7(stage, "invalid COTP TPDU: \(error)")
+            }
+            switch tpdu {
+            case .data(let eot, let payload):
+                pdu.append(contentsOf: payload)
+                guard pdu.count <= 65536 else { throw notS7(stage, "an S7 PDU longer than 64 KiB") }
+                if eot { return pdu }
+            case .disconnectRequest(_, _, let reason):
+                closedBecause = "the server disconnected (COTP disconnect, \(COTPConnectAnswer.reasonText(reason)))"
+                throw lost(stage, closedBecause!)
+            default:
+                throw notS7(stage, "a COTP TPDU other than data in the middle of the connection")
+            }
+        }
+    }
+}
