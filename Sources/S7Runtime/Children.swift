@@ -71,6 +71,9 @@ public enum WorkerRole {
                 let configuration = try S7Configuration.parse(Data(text.utf8), path: "(from the supervisor)")
                 server?.apply(settings: serverSettings(configuration), session: configuration.sessionConfiguration(clock: clock))
                 try channel.send(.reloaded)
+            case .message(.statusRequest, let fds):
+                for fd in fds { try? fd.close() }
+                try channel.send(.status(json: server.map { SupervisorStatus.encodeSnapshot($0.snapshot()) } ?? "null"))
             case .message(.stop, _):
                 logger.info("worker: stopping, closing \(server?.connectedClients ?? 0) client connection(s)")
                 await server?.shutdown()

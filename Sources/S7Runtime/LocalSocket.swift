@@ -54,11 +54,13 @@ public enum LocalSocket {
         while true {
             let fd = Glibc.accept(listener.rawValue, nil, nil)
             if fd >= 0 {
-                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)  // one thread spawns nothing meanwhile: the memory process never spawns
+                // Spawn closes every descriptor a child is not given (closefrom), so the
+                // supervisor's threads need no accept4 here either.
+                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
                 return SystemPackage.FileDescriptor(rawValue: fd)
             }
             if errno == EINTR || errno == ECONNABORTED { continue }
-            throw RuntimeError("accept on the memory socket failed: \(String(cString: strerror(errno)))")
+            throw RuntimeError("accept on a local socket failed: \(String(cString: strerror(errno)))")
         }
     }
 
@@ -86,5 +88,24 @@ public enum PLCMemoryClient {
         }
         defer { try? fds[0].close() }
         return try FlatMemoryHandle(configuration: text, segment: fds[0])
+    }
+}
+
+/// Asks the running supervisor for its status over its control socket.
+public enum StatusClient {
+    /// The control socket in the runtime directory (the pid file's directory).
+    public static func socketPath(runtimeDirectory: String) -> String { runtimeDirectory + "/control.sock" }
+
+    public static func query(socketPath: String, timeoutSeconds: Int = 5) throws -> SupervisorStatus {
+        let fd = try LocalSocket.connect(path: socketPath)
+        defer { try? fd.close() }
+        LocalSocket.setReceiveTimeout(fd, seconds: timeoutSeconds)
+        try RuntimeMessage.statusRequest.send(on: fd)
+        guard let (reply, fds) = try RuntimeMessage.receive(on: fd, maxDescriptors: 0) else {
+            throw RuntimeError("the supervisor closed the control socket without an answer (refused: run as root, the service user, or a member of its group)")
+        }
+        fds.forEach { try? $0.close() }
+        guard case .status(let json) = reply else { throw RuntimeError("the supervisor answered \(reply.kind) instead of its status") }
+        return try SupervisorStatus.decode(json)
     }
 }

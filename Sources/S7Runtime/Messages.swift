@@ -26,6 +26,11 @@ public enum RuntimeMessage: Codable, Equatable, Sendable {
     case attach
     /// Memory process → tool: the configuration the segment was laid out from, with the segment attached.
     case attached(configuration: String)
+    /// Supervisor → worker, and `s7commd status` → supervisor (on its control socket): report.
+    case statusRequest
+    /// Worker → supervisor: its ``ServerSnapshot`` as JSON; supervisor → tool: the whole
+    /// ``SupervisorStatus`` as JSON.
+    case status(json: String)
 
     /// Largest message accepted (a configuration with many data blocks fits easily).
     public static let maximumSize = 200_000
@@ -61,6 +66,8 @@ public enum RuntimeMessage: Codable, Equatable, Sendable {
         case .stop: return "stop"
         case .attach: return "attach"
         case .attached: return "attached"
+        case .statusRequest: return "status-request"
+        case .status: return "status"
         }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import S7Server
 import S7Sys
 import SystemPackage
 
@@ -24,7 +25,35 @@ public final class Supervisor: @unchecked Sendable {
         case exited(Role, pid_t, Spawn.Termination)
         case signal(CInt)
         case restart(Role)
+        /// A status request from the control socket, answered through the reply.
+        case statusQuery(StatusReply)
+        case statusTimeout(Int)
     }
+
+    /// Hands the supervisor's answer from its run loop to the control socket's thread.
+    final class StatusReply: @unchecked Sendable {
+        private let lock = NSLock()
+        private var answer: String?
+        private let done = DispatchSemaphore(value: 0)
+
+        func deliver(_ json: String) {
+            lock.lock()
+            let first = answer == nil
+            if first { answer = json }
+            lock.unlock()
+            if first { done.signal() }
+        }
+
+        func wait(seconds: Double) -> String? {
+            guard done.wait(timeout: .now() + seconds) == .success else { return nil }
+            lock.lock()
+            defer { lock.unlock() }
+            return answer
+        }
+    }
+
+    /// How long the worker has to answer a status request.
+    static let workerStatusTimeout: Duration = .seconds(2)
 
     struct Child {
         var pid: pid_t
@@ -52,10 +81,22 @@ public final class Supervisor: @unchecked Sendable {
     private let sink: AsyncStream<Event>.Continuation
     /// Called on SIGHUP: the new configuration text and a line for the log, or nil to keep the old.
     private let reload: () -> (String, String)?
+    private let endpoint: String
+    private let controlSocket: String?
+    private let startedAt = Date()
+    private var restarts: [Role: Int] = [.memory: 0, .worker: 0]
+    private var workerServing = false
+    /// Status requests sent to the worker, answered in order; a timed-out one keeps its place
+    /// (reply nil) so a late answer is matched to it and dropped.
+    private var pendingStatus: [(id: Int, reply: StatusReply?)] = []
+    private var nextStatusID = 0
 
     public init(executable: String, childArguments: [String], memoryArguments: [String] = [], configuration: String,
                 listening: SystemPackage.FileDescriptor?, logger: Logger,
+                endpoint: String = "", controlSocket: String? = nil,
                 reload: @escaping () -> (String, String)?) {
+        self.endpoint = endpoint
+        self.controlSocket = controlSocket
         self.executable = executable
         self.childArguments = childArguments
         self.memoryArguments = memoryArguments
@@ -72,6 +113,11 @@ public final class Supervisor: @unchecked Sendable {
 
     /// Starts both children and supervises them until a stop signal; returns the exit status.
     public func run() async -> Int32 {
+        var controlListener: SystemPackage.FileDescriptor?
+        if let controlSocket { controlListener = serveControl(path: controlSocket) }
+        defer {
+            if let controlSocket, controlListener != nil { unlink(controlSocket) }
+        }
         start(.memory)
         for await event in events {
             switch event {
@@ -107,6 +153,11 @@ public final class Supervisor: @unchecked Sendable {
             case .exited(let role, let pid, let termination):
                 guard children[role]?.pid == pid else { continue }
                 let child = children.removeValue(forKey: role)
+                if role == .worker {
+                    workerServing = false
+                    for entry in pendingStatus { entry.reply?.deliver(composeStatus(nil, problem: "the S7 worker (pid \(pid)) ended before it answered")) }
+                    pendingStatus.removeAll()
+                }
                 if stopping {
                     logger.info("\(role.rawValue) (pid \(pid)) stopped: \(termination)")
                     if role == .worker, let memory = children[.memory] {
@@ -116,6 +167,7 @@ public final class Supervisor: @unchecked Sendable {
                     if children.isEmpty { return 0 }
                     continue
                 }
+                restarts[role, default: 0] += 1
                 let uptime = Date().timeIntervalSince(child?.started ?? Date())
                 if uptime > 30 { backoff[role] = 0.1 }
                 let delay = backoff[role] ?? 0.1
@@ -128,6 +180,25 @@ public final class Supervisor: @unchecked Sendable {
                 }
             case .restart(let role):
                 if !stopping { start(role) }
+            case .statusQuery(let reply):
+                if let worker = children[.worker], !stopping, (try? worker.channel.send(.statusRequest)) != nil {
+                    nextStatusID += 1
+                    let id = nextStatusID
+                    pendingStatus.append((id, reply))
+                    let sink = self.sink
+                    Task {
+                        try? await Task.sleep(for: Self.workerStatusTimeout)
+                        sink.yield(.statusTimeout(id))
+                    }
+                } else {
+                    reply.deliver(composeStatus(nil, problem: stopping ? "s7commd is stopping" : "the S7 worker is not running (it is being restarted)"))
+                }
+            case .statusTimeout(let id):
+                if let i = pendingStatus.firstIndex(where: { $0.id == id }), let reply = pendingStatus[i].reply {
+                    pendingStatus[i].reply = nil
+                    let pid = children[.worker].map { " (pid \($0.pid))" } ?? ""
+                    reply.deliver(composeStatus(nil, problem: "the S7 worker\(pid) is not answering (no status within 2 s)"))
+                }
             }
         }
         return 0
@@ -151,12 +222,76 @@ public final class Supervisor: @unchecked Sendable {
             if memfd == nil { memfd = fds[0] } else { try? fds[0].close() }
             if children[.worker] == nil { start(.worker) }
         case (.worker, .serving):
+            workerServing = true
             logger.info("S7 worker (pid \(pid)) is serving")
+        case (.worker, .status(let json)) where !pendingStatus.isEmpty:
+            let entry = pendingStatus.removeFirst()
+            let snapshot = SupervisorStatus.decodeSnapshot(json)
+            entry.reply?.deliver(composeStatus(snapshot, problem: snapshot == nil && json != "null" ? "the S7 worker's status was not readable" : nil))
         case (.worker, .reloaded):
             if !pendingReloadLines.isEmpty { logger.notice("\(pendingReloadLines.removeFirst())") }
         default:
             refuse(role, pid, message, fds)
         }
+    }
+
+    /// The supervisor's own part of the status, with the worker's snapshot.
+    private func composeStatus(_ server: ServerSnapshot?, problem: String?) -> String {
+        let state = listening == nil ? "disabled"
+            : (children[.worker] != nil && children[.memory] != nil && workerServing ? "listening" : "restarting")
+        let kids = [Role.worker, .memory].map {
+            SupervisorStatus.Child(role: $0.rawValue, pid: children[$0]?.pid, started: children[$0]?.started, restarts: restarts[$0] ?? 0)
+        }
+        return SupervisorStatus(pid: getpid(), state: state, endpoint: endpoint, startedAt: startedAt,
+                                uptimeSeconds: Date().timeIntervalSince(startedAt), children: kids, server: server,
+                                workerProblem: problem).encoded()
+    }
+
+    /// Serves `s7commd status` on `path` (0660): root, this user, or members of its group, one
+    /// status request per connection. The blocking socket work runs on a thread of its own; the
+    /// request goes through the run loop, which alone touches the supervisor's state.
+    private func serveControl(path: String) -> SystemPackage.FileDescriptor? {
+        let listener: SystemPackage.FileDescriptor
+        do {
+            listener = try LocalSocket.listen(path: path, mode: 0o660)
+        } catch {
+            logger.error("supervisor: \(error); `s7commd status` will show only what the state file holds")
+            return nil
+        }
+        let sink = self.sink
+        let logger = self.logger
+        let thread = Thread {
+            while true {
+                guard let peer = try? LocalSocket.accept(listener) else { return }
+                defer { try? peer.close() }
+                guard let cred = try? UnixSocket.peerCredentials(of: peer),
+                      cred.uid == 0 || cred.uid == getuid() || cred.gid == getgid() || MemoryRole.inServiceGroup(cred.pid) else {
+                    logger.warning("control socket: refused a peer that is neither root, the service user, nor in its group")
+                    continue
+                }
+                LocalSocket.setReceiveTimeout(peer, seconds: 2)
+                do {
+                    guard let (message, fds) = try RuntimeMessage.receive(on: peer, maxDescriptors: 0) else { continue }
+                    fds.forEach { try? $0.close() }
+                    guard message == .statusRequest else {
+                        logger.warning("control socket: pid \(cred.pid) (uid \(cred.uid)) sent \(message.kind) instead of a status request; closed")
+                        continue
+                    }
+                    let reply = StatusReply()
+                    sink.yield(.statusQuery(reply))
+                    guard let json = reply.wait(seconds: 5) else {
+                        logger.warning("control socket: no status for pid \(cred.pid) within 5 s")
+                        continue
+                    }
+                    try RuntimeMessage.status(json: json).send(on: peer)
+                } catch {
+                    logger.warning("control socket: pid \(cred.pid) (uid \(cred.uid)): \(error); closed")
+                }
+            }
+        }
+        thread.name = "s7commd-status"
+        thread.start()
+        return listener
     }
 
     private func refuse(_ role: Role, _ pid: pid_t, _ message: RuntimeMessage, _ fds: [SystemPackage.FileDescriptor]) {
@@ -187,6 +322,7 @@ public final class Supervisor: @unchecked Sendable {
                                     arguments: [role.argument] + childArguments + (role == .memory ? memoryArguments : []),
                                     environment: environment, passing: [(pair.second, as: 3)])
             try? pair.second.close()
+            if role == .worker { workerServing = false }
             let channel = ControlChannel(socket: pair.first, peer: role.rawValue)
             children[role] = Child(pid: pid, channel: channel, started: Date())
             let sink = self.sink

@@ -21,6 +21,8 @@ final class S7ChannelHandler: ChannelInboundHandler {
     private var receiveTimer: Scheduled<Void>?
     private var sendTimer: Scheduled<Void>?
     private var wroteSomething = false
+    private var record: ConnectionRecord?
+    private var requestsCounted = 0
 
     init(session: S7Session, settings: ServerSettings, registry: ConnectionRegistry, logger: Logger) {
         self.session = session
@@ -33,12 +35,15 @@ final class S7ChannelHandler: ChannelInboundHandler {
     func channelActive(context: ChannelHandlerContext) {
         peer = context.remoteAddress.map(Self.describe) ?? "unknown peer"
         logger[metadataKey: "peer"] = .string(peer)
-        guard registry.admit(context.channel) else {
+        let record = ConnectionRecord(peer: peer)
+        guard registry.admit(context.channel, record: record) else {
+            registry.counters.refusedMaxClients.add(1, ordering: .relaxed)
             logger.warning("refused \(peer): max_clients (\(registry.limit)) clients are connected already; raise server.max_clients or find the client that leaks connections")
             context.close(promise: nil)
             return
         }
         admitted = true
+        self.record = record
         if settings.logConnections { logger.info("client \(peer) connected (\(registry.count) of \(registry.limit))") }
         armIdleTimer(context: context)
         context.fireChannelActive()
@@ -62,6 +67,12 @@ final class S7ChannelHandler: ChannelInboundHandler {
         let buffer = unwrapInboundIn(data)
         let outcome = buffer.withUnsafeReadableBytes { session.receive($0, into: &out) }
         drainEvents()
+        let answered = session.requestsAnswered
+        if answered != requestsCounted, let record {
+            record.requests.add(answered - requestsCounted, ordering: .relaxed)
+            registry.counters.requestsTotal.add(answered - requestsCounted, ordering: .relaxed)
+            requestsCounted = answered
+        }
         if !out.isEmpty {
             var response = context.channel.allocator.buffer(capacity: out.count)
             response.writeBytes(out)
@@ -71,6 +82,11 @@ final class S7ChannelHandler: ChannelInboundHandler {
         }
         armIdleTimer(context: context)
         if case .close(let reason) = outcome {
+            if reason.hasPrefix("connection to ") {
+                registry.counters.refusedConnections.add(1, ordering: .relaxed)
+            } else if !reason.hasPrefix("client disconnected") {
+                registry.counters.closedBadInput.add(1, ordering: .relaxed)
+            }
             close(context: context, reason: reason, flush: true)
             return
         }
@@ -79,6 +95,7 @@ final class S7ChannelHandler: ChannelInboundHandler {
         if session.hasPartialInput {
             let timeout = settings.receiveTimeout
             receiveTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
+                self?.registry.counters.droppedReceive.add(1, ordering: .relaxed)
                 self?.close(context: context, reason: "request incomplete after \(timeout.nanoseconds / 1_000_000) ms (server.recv_timeout_ms)", flush: false)
             }
         }
@@ -98,6 +115,7 @@ final class S7ChannelHandler: ChannelInboundHandler {
         } else if sendTimer == nil {
             let timeout = settings.sendTimeout
             sendTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
+                self?.registry.counters.droppedSend.add(1, ordering: .relaxed)
                 self?.close(context: context, reason: "client took no data for \(timeout.nanoseconds / 1_000_000) ms (server.send_timeout_ms)", flush: false)
             }
         }
@@ -122,6 +140,7 @@ final class S7ChannelHandler: ChannelInboundHandler {
             guard let self, self.closeReason == nil else { return }
             let due = self.lastActivity + timeout
             if context.eventLoop.now >= due {
+                self.registry.counters.droppedIdle.add(1, ordering: .relaxed)
                 self.close(context: context, reason: "no request for \(timeout.nanoseconds / 1_000_000) ms (server.ping_timeout_ms)", flush: false)
             } else {
                 self.scheduleIdleCheck(context: context, at: due)
@@ -142,11 +161,43 @@ final class S7ChannelHandler: ChannelInboundHandler {
         session.events.removeAll(keepingCapacity: true)
     }
 
+    /// Keeps the connection's record current; called for the few events a connection has.
+    private func note(_ event: SessionEvent) {
+        guard let record else { return }
+        switch event {
+        case .connected(let type, let rack, let slot, _):
+            record.info.withLock {
+                $0.connectionType = type.map(Self.connectionType)
+                $0.rack = rack
+                $0.slot = slot
+            }
+        case .negotiated(let proposed, let agreed):
+            record.info.withLock {
+                $0.pduProposed = proposed
+                $0.pduAgreed = agreed
+            }
+        case .pduRefused(let proposed):
+            record.info.withLock { $0.pduProposed = proposed }
+            record.refusedRequests.add(1, ordering: .relaxed)
+        case .exceededPDU:
+            record.pduOverruns.add(1, ordering: .relaxed)
+        case .refused:
+            record.refusedRequests.add(1, ordering: .relaxed)
+        case .control, .dataAccess:
+            break
+        }
+    }
+
+    static func connectionType(_ t: UInt8) -> String {
+        [1: "PG", 2: "OP", 3: "S7 basic"][Int(t)] ?? "type 0x\(String(t, radix: 16))"
+    }
+
     private func log(_ event: SessionEvent) {
+        note(event)
         switch event {
         case .connected(let type, let rack, let slot, let tpdu):
             guard settings.logConnections else { return }
-            let kind = type.map { t in [1: "PG", 2: "OP", 3: "S7 basic"][Int(t)] ?? "type 0x\(String(t, radix: 16))" } ?? "no TSAP"
+            let kind = type.map(Self.connectionType) ?? "no TSAP"
             logger.info("client \(peer) opened an ISO connection: \(kind), rack \(rack.map(String.init) ?? "?") slot \(slot.map(String.init) ?? "?"), TPDU \(tpdu) bytes")
         case .negotiated(let proposed, let agreed):
             guard settings.logConnections else { return }

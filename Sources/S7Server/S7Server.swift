@@ -28,10 +28,12 @@ public struct ServerSettings: Sendable {
     }
 }
 
-/// Counts connected clients against the limit, shared by every event loop.
+/// Counts connected clients against the limit, shared by every event loop, with each
+/// connection's record and the server-wide counters for `s7commd status`.
 final class ConnectionRegistry: Sendable {
     private let limitValue: Atomic<Int>
-    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+    private let channels = Mutex<[ObjectIdentifier: (channel: any Channel, record: ConnectionRecord)]>([:])
+    let counters = ServerCounterSet()
 
     init(limit: Int) { limitValue = Atomic(limit) }
 
@@ -41,12 +43,12 @@ final class ConnectionRegistry: Sendable {
         set { limitValue.store(newValue, ordering: .relaxed) }
     }
 
-    /// Registers `channel` unless the limit is reached.
-    func admit(_ channel: any Channel) -> Bool {
+    /// Registers `channel` with its record unless the limit is reached.
+    func admit(_ channel: any Channel, record: ConnectionRecord) -> Bool {
         let limit = self.limit
         return channels.withLock { list in
             guard list.count < limit else { return false }
-            list[ObjectIdentifier(channel)] = channel
+            list[ObjectIdentifier(channel)] = (channel, record)
             return true
         }
     }
@@ -56,7 +58,13 @@ final class ConnectionRegistry: Sendable {
     }
 
     var count: Int { channels.withLock { $0.count } }
-    var all: [any Channel] { channels.withLock { Array($0.values) } }
+    var all: [any Channel] { channels.withLock { $0.values.map(\.channel) } }
+
+    func snapshot() -> ServerSnapshot {
+        let records = channels.withLock { $0.values.map(\.record) }
+        let clients = records.map(\.status).sorted { ($0.connectedSince, $0.peer) < ($1.connectedSince, $1.peer) }
+        return ServerSnapshot(maxClients: limit, clients: clients, counters: counters.value)
+    }
 }
 
 /// Serves S7 clients on a listening socket it is given, with SwiftNIO. It never binds.
@@ -90,6 +98,9 @@ public final class S7Server: Sendable {
 
     /// Number of clients connected now.
     public var connectedClients: Int { registry.count }
+
+    /// The clients connected now and the counters since start, for `s7commd status`.
+    public func snapshot() -> ServerSnapshot { registry.snapshot() }
 
     /// Starts accepting on `descriptor`, a bound and listening TCP socket; NIO owns it from now on.
     @discardableResult

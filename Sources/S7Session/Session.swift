@@ -41,6 +41,8 @@ public struct S7Session {
     }
 
     public private(set) var phase: Phase = .awaitingConnectionRequest
+    /// S7 requests answered after Setup Communication (with data or with an error), for status.
+    public private(set) var requestsAnswered = 0
     /// The agreed PDU size, once Setup Communication is done.
     public private(set) var agreedPDUSize: Int?
     /// The client's connection request, once connected.
@@ -204,6 +206,7 @@ public struct S7Session {
         guard phase == .ready, let agreed = agreedPDUSize else {
             return .close(reason: "S7 request before Setup Communication")
         }
+        requestsAnswered &+= 1
         if bytes.count > agreed {
             events.append(.exceededPDU(what: "request", size: bytes.count, agreed: agreed))
             return answerError(pdu, .incorrectPDUSize, &out)

@@ -253,6 +253,8 @@ struct Run: ParsableCommand {
             executable: executable, childArguments: ["--log-level", logLevel, "--threads", String(threadCount)],
             memoryArguments: ["--state-dir", stateDir, "--socket", memorySocket],
             configuration: p.text, listening: p.listener.map { SystemPackage.FileDescriptor(rawValue: $0) }, logger: logger,
+            endpoint: settings.server.endpoint,
+            controlSocket: StatusClient.socketPath(runtimeDirectory: URL(fileURLWithPath: pidFile).deletingLastPathComponent().path),
             reload: reloadFile)
         let forward = Task {
             while true {

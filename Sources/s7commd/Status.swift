@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import S7Config
+import S7Runtime
+import S7Server
 
 /// What a running `s7commd run` publishes next to its pid file at start and after each reload,
 /// so `s7commd status` can tell what is in effect and which changes wait for a restart.
@@ -62,6 +64,16 @@ struct Status: ParsableCommand {
         var pendingLive: [String]
         var pendingRestart: [String]
         var problem: String?
+        /// "control socket" when the supervisor answered, else "state file" (no live details).
+        var source: String = "state file"
+        var sourceProblem: String?
+        var state: String?
+        var uptimeSeconds: Double?
+        var children: [SupervisorStatus.Child]?
+        var counters: ServerCounters?
+        var maxClients: Int?
+        var clients: [ClientStatus]?
+        var workerProblem: String?
     }
 
     func run() throws {
@@ -86,16 +98,53 @@ struct Status: ParsableCommand {
                 problem = "the file on disk is not valid, so neither reload nor restart would take it: " + error.description
             }
         }
+        let socketPath = StatusClient.socketPath(runtimeDirectory: URL(fileURLWithPath: pidFile).deletingLastPathComponent().path)
+        var live: SupervisorStatus?
+        var sourceProblem: String?
+        do {
+            let answer = try StatusClient.query(socketPath: socketPath)
+            if answer.pid == state.pid {
+                live = answer
+            } else {
+                sourceProblem = "\(socketPath) belongs to another s7commd (pid \(answer.pid), not \(state.pid))"
+            }
+        } catch {
+            sourceProblem = "\(error)"
+        }
         if json {
-            printJSON(Report(running: true, pid: state.pid, configuration: state.configuration, endpoint: state.endpoint,
-                             enabled: state.enabled, listening: state.listening, pendingLive: pendingLive,
-                             pendingRestart: pendingRestart, problem: problem))
+            var report = Report(running: true, pid: state.pid, configuration: state.configuration, endpoint: state.endpoint,
+                                enabled: state.enabled, listening: state.listening, pendingLive: pendingLive,
+                                pendingRestart: pendingRestart, problem: problem)
+            if let live {
+                report.source = "control socket"
+                report.state = live.state
+                report.endpoint = live.endpoint
+                report.uptimeSeconds = live.uptimeSeconds
+                report.children = live.children
+                report.counters = live.server?.counters
+                report.maxClients = live.server?.maxClients
+                report.clients = live.server?.clients
+                report.workerProblem = live.workerProblem
+            } else {
+                report.state = state.listening ? nil : "disabled"
+                report.sourceProblem = sourceProblem
+            }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            encoder.dateEncodingStrategy = .iso8601
+            if let data = try? encoder.encode(report) { print(String(decoding: data, as: UTF8.self)) }
             return
         }
         print("s7commd \(state.version) running, pid \(state.pid), since \(state.startedAt)")
         print("configuration: \(state.configuration ?? "built-in demo")")
-        print("endpoint: \(state.endpoint) — clients use this host's IP address, the port, a rack and a slot")
-        print(state.listening ? "listener: open" : "listener: none — the server is disabled (server.enabled false); enable it and restart")
+        if let live {
+            printLive(live)
+        } else {
+            print("(the control socket did not answer: \(sourceProblem ?? "?"); showing what the state file holds, without clients or counters)")
+            print("endpoint: \(state.endpoint) — clients use this host's IP address, the port, a rack and a slot")
+            print(state.listening ? "listener: open" : "listener: none — the server is disabled (server.enabled false); enable it and restart")
+        }
         if let r = state.lastReload {
             print("last reload: \(r.at): applied \(r.applied.isEmpty ? "nothing" : r.applied.joined(separator: ", "))")
         }
@@ -103,5 +152,56 @@ struct Status: ParsableCommand {
         if !pendingRestart.isEmpty { print("changed in the file, restart needed: \(pendingRestart.joined(separator: ", "))") }
         if pendingLive.isEmpty && pendingRestart.isEmpty && problem == nil { print("the file on disk is what is in effect") }
         if let problem { print("problem: \(problem)") }
+    }
+}
+
+extension Status {
+    func printLive(_ live: SupervisorStatus) {
+        let stateLine: String
+        switch live.state {
+        case "disabled": stateLine = "disabled — no listener (server.enabled false); enable it and restart"
+        case "restarting": stateLine = "restarting — a child process is down and being restarted"
+        default: stateLine = live.state
+        }
+        print("state: \(stateLine)")
+        print("endpoint: \(live.endpoint) — clients use this host's IP address, the port, a rack and a slot")
+        print("uptime: \(Self.duration(live.uptimeSeconds))")
+        for child in live.children {
+            let pid = child.pid.map { "pid \($0)" } ?? "not running"
+            let since = child.started.map { ", started \(Self.time($0))" } ?? ""
+            print("\(child.role): \(pid)\(since), restarts \(child.restarts)")
+        }
+        if let problem = live.workerProblem { print("clients and counters: unavailable — \(problem)") }
+        guard let server = live.server else { return }
+        let c = server.counters
+        print("counters: requests \(c.requestsTotal), refused over max_clients \(c.refusedMaxClients), dropped by timeout idle \(c.droppedIdle) / receive \(c.droppedReceive) / send \(c.droppedSend), closed for bad input \(c.closedBadInput), refused connections (rack/slot) \(c.refusedConnections)")
+        print("clients: \(server.clients.count) of max \(server.maxClients)")
+        guard !server.clients.isEmpty else { return }
+        var rows = [["PEER", "SINCE", "TYPE/RACK/SLOT", "PDU PROPOSED→AGREED", "REQUESTS", "ERRORS"]]
+        for client in server.clients {
+            let kind = "\(client.connectionType ?? "?")/\(client.rack.map(String.init) ?? "?")/\(client.slot.map(String.init) ?? "?")"
+            let pdu = client.pduAgreed.map { "\(client.pduProposed.map(String.init) ?? "?")→\($0)" } ?? (client.pduProposed.map { "\($0)→refused" } ?? "not negotiated")
+            let errors = client.errors == 0 ? "0" : "\(client.errors) (\(client.refusedRequests) refused, \(client.pduOverruns) over PDU)"
+            rows.append([client.peer, Self.time(client.connectedSince), kind, pdu, String(client.requests), errors])
+        }
+        let widths = (0..<rows[0].count).map { i in rows.map { $0[i].count }.max() ?? 0 }
+        for row in rows {
+            print("  " + row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+                .joined(separator: "  "))
+        }
+    }
+
+    static func duration(_ seconds: Double) -> String {
+        let s = Int(seconds)
+        if s < 60 { return "\(s) s" }
+        if s < 3600 { return "\(s / 60) min \(s % 60) s" }
+        if s < 86400 { return "\(s / 3600) h \(s % 3600 / 60) min" }
+        return "\(s / 86400) d \(s % 86400 / 3600) h"
+    }
+
+    static func time(_ date: Date) -> String {
+        let f = DateFormatter()
+        f.dateFormat = "yyyy-MM-dd HH:mm:ss"
+        return f.string(from: date)
     }
 }

@@ -125,3 +125,114 @@ def test_doctor_sees_the_running_instance_holding_the_port(tmp_path, start_serve
                        capture_output=True, text=True, timeout=30)
     assert f"held by the running s7commd (pid {h.process.pid})" in r.stdout, r.stdout
     assert "PROBLEM port" not in r.stdout, r.stdout
+
+
+def status(h, *extra):
+    pid_file = Path(h.log_path).parent / (Path(h.log_path).stem + ".pid")
+    return subprocess.run([str(server_binary()), "status", "--pid-file", str(pid_file), *extra],
+                          capture_output=True, text=True, timeout=30)
+
+
+def status_json(h):
+    r = status(h, "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    assert report["source"] == "control socket", report
+    return report
+
+
+def test_status_shows_each_client_with_its_pdu_and_counts_the_refused(start_server):
+    h = start_server(pdu_size=480, server_overrides={"max_clients": 2})
+    clients = []
+    try:
+        c = snap7.client.Client()
+        c.set_param(snap7.type.Parameter.PDURequest, 960)
+        c.connect(h.host, 0, 1, tcp_port=h.port)
+        clients.append(c)
+        c2 = snap7.client.Client()
+        c2.connect(h.host, 0, 1, tcp_port=h.port)
+        clients.append(c2)
+        c.db_read(1, 0, 2)
+        c.db_read(1, 0, 2)
+        extra = socket.create_connection((h.host, h.port), timeout=5)
+        extra.settimeout(5)
+        assert extra.recv(16) == b""
+        extra.close()
+        report = status_json(h)
+        assert report["state"] == "listening"
+        assert report["endpoint"] == f"codes7://127.0.0.1:{h.port}"
+        assert report["counters"]["refused_max_clients"] == 1, report
+        assert report["max_clients"] == 2
+        assert len(report["clients"]) == 2, report["clients"]
+        mine = next(x for x in report["clients"] if x["pdu_proposed"] == 960)
+        assert mine["pdu_agreed"] == 480
+        assert mine["rack"] == 0 and mine["slot"] == 1 and mine["connection_type"] == "PG"
+        assert mine["requests"] >= 2 and mine["errors"] == 0
+        assert report["counters"]["requests_total"] >= 2
+        assert {x["role"] for x in report["children"]} == {"S7 worker", "memory process"}
+
+        r = status(h)
+        assert r.returncode == 0, r.stderr
+        out = r.stdout
+        assert "state: listening" in out, out
+        assert f"endpoint: codes7://127.0.0.1:{h.port}" in out and "rack and a slot" in out, out
+        assert "refused over max_clients 1" in out, out
+        rows = [l for l in out.splitlines() if l.strip().startswith("127.0.0.1:")]
+        assert len(rows) == 2, out
+        assert any("960→480" in l and "PG/0/1" in l for l in rows), out
+        assert "the file on disk is what is in effect" in out, out
+    finally:
+        for c in clients:
+            c.disconnect()
+
+
+def test_status_counts_restarts_per_child(start_server):
+    h = start_server()
+    before = {x["role"]: x for x in status_json(h)["children"]}
+    assert before["S7 worker"]["restarts"] == 0
+    os.kill(before["S7 worker"]["pid"], 9)
+    deadline = time.monotonic() + 15
+    while True:
+        now = {x["role"]: x for x in status_json(h)["children"]}
+        if now["S7 worker"]["restarts"] == 1 and now["S7 worker"].get("pid") and now["S7 worker"]["pid"] != before["S7 worker"]["pid"]:
+            break
+        assert time.monotonic() < deadline, now
+        time.sleep(0.2)
+    assert now["memory process"]["restarts"] == 0
+    assert now["memory process"]["pid"] == before["memory process"]["pid"]
+    out = status(h).stdout
+    assert "S7 worker: pid" in out and "restarts 1" in out, out
+
+
+def test_status_falls_back_to_the_state_file_without_the_control_socket(start_server):
+    h = start_server()
+    (Path(h.log_path).parent / "control.sock").unlink()
+    r = status(h)
+    assert r.returncode == 0, r.stderr
+    assert "control socket did not answer" in r.stdout and f"codes7://127.0.0.1:{h.port}" in r.stdout, r.stdout
+    report = json.loads(status(h, "--json").stdout)
+    assert report["source"] == "state file" and report["source_problem"]
+
+
+def test_status_exits_3_when_nothing_runs(tmp_path):
+    r = subprocess.run([str(server_binary()), "status", "--pid-file", str(tmp_path / "none.pid")],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 3
+
+
+def test_control_socket_ends_a_peer_that_sends_anything_else(start_server):
+    h = start_server()
+    path = str(Path(h.log_path).parent / "control.sock")
+    assert oct(os.stat(path).st_mode & 0o777) == "0o660"
+    for junk in (b"garbage", b'{"attach":{}}'):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+            s.settimeout(5)
+            s.connect(path)
+            s.send(junk)
+            assert s.recv(100) == b""
+    deadline = time.monotonic() + 5
+    while "instead of a status request" not in h.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "control socket: pid" in h.log() and "not one of the runtime's messages" in h.log(), h.log()
+    assert "sent attach instead of a status request" in h.log(), h.log()
+    assert status_json(h)["state"] == "listening"

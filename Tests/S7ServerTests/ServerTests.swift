@@ -135,6 +135,30 @@ struct EmbeddedHandlerTests {
         for h in [b, d] { _ = try? h.channel.finish() }
     }
 
+    @Test func snapshotKeepsEachClientAndTheCounters() throws {
+        let registry = ConnectionRegistry(limit: 1)
+        let logs = LogStore()
+        let a = try harness(registry: registry, logs: logs, port: 40011)
+        let refused = try harness(registry: registry, logs: logs, port: 40012)
+        #expect(!refused.channel.isActive)
+        #expect(try exchange(a.channel, connectRequest) == connectConfirm)
+        #expect(try exchange(a.channel, setupRequest) == setupAnswer)
+        #expect(try exchange(a.channel, readRequest + readRequest) == readAnswer + readAnswer)
+        let snapshot = registry.snapshot()
+        #expect(snapshot.maxClients == 1)
+        #expect(snapshot.counters.refusedMaxClients == 1 && snapshot.counters.requestsTotal == 2)
+        #expect(snapshot.clients.count == 1)
+        let client = try #require(snapshot.clients.first)
+        #expect(client.peer == "127.0.0.1:40011" && client.connectionType == "PG" && client.rack == 0 && client.slot == 1)
+        #expect(client.pduProposed == 480 && client.pduAgreed == 480 && client.requests == 2 && client.errors == 0)
+        try a.channel.close().wait()
+        #expect(registry.snapshot().clients.isEmpty)
+        let garbage = try harness(registry: registry, logs: logs, port: 40013)
+        _ = try exchange(garbage.channel, Array("GET / HTTP/1.1\r\n\r\n".utf8))
+        #expect(registry.snapshot().counters.closedBadInput == 1)
+        _ = try? garbage.channel.finish()
+    }
+
     @Test func idleAndIncompleteRequestTimeouts() throws {
         let settings = ServerSettings(maxClients: 4, receiveTimeout: .milliseconds(300), idleTimeout: .seconds(2))
         let idle = try harness(settings: settings)
@@ -150,6 +174,19 @@ struct EmbeddedHandlerTests {
         partial.channel.embeddedEventLoop.advanceTime(by: .milliseconds(300))
         #expect(!partial.channel.isActive)
         #expect(partial.logs.contains("disconnected: request incomplete after 300 ms (server.recv_timeout_ms)"))
+    }
+
+    @Test func timeoutsAreCounted() throws {
+        let registry = ConnectionRegistry(limit: 4)
+        let settings = ServerSettings(maxClients: 4, receiveTimeout: .milliseconds(300), idleTimeout: .seconds(2))
+        let idle = try harness(registry: registry, settings: settings)
+        _ = try exchange(idle.channel, connectRequest)
+        idle.channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        let partial = try harness(registry: registry, settings: settings)
+        _ = try exchange(partial.channel, Array(connectRequest[..<5]))
+        partial.channel.embeddedEventLoop.advanceTime(by: .milliseconds(300))
+        let counters = registry.snapshot().counters
+        #expect(counters.droppedIdle == 1 && counters.droppedReceive == 1 && counters.droppedSend == 0)
     }
 }
 
