@@ -52,11 +52,7 @@ enum Entry {
             options.firstIndex(of: name).flatMap { $0 + 1 < options.count ? options[$0 + 1] : nil }
         }
         let level = Logger.Level(rawValue: option("--log-level") ?? "info") ?? .info
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
-        }
+        LogSetup.bootstrap(level: level)
         let name = role == "__worker" ? "S7 worker" : "memory process"
         let logger = Logger(label: role == "__worker" ? "s7commd-worker" : "s7commd-memory")
         let control = SystemPackage.FileDescriptor(rawValue: 3)

@@ -80,11 +80,7 @@ struct Run: ParsableCommand {
     /// every capability and, as root, become the service user. Nothing here parses network input.
     func prepare() throws -> Prepared {
         let level = Logger.Level(rawValue: logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
-        }
+        LogSetup.bootstrap(level: level)
         let logger = Logger(label: "s7commd")
         let path = config ?? (FileManager.default.fileExists(atPath: Self.installedConfiguration) ? Self.installedConfiguration : nil)
         var settings: S7Configuration

@@ -236,3 +236,19 @@ def test_control_socket_ends_a_peer_that_sends_anything_else(start_server):
     assert "control socket: pid" in h.log() and "not one of the runtime's messages" in h.log(), h.log()
     assert "sent attach instead of a status request" in h.log(), h.log()
     assert status_json(h)["state"] == "listening"
+
+
+def test_journal_lines_carry_priority_and_fields(start_server):
+    """Under systemd (JOURNAL_STREAM set) every line is one event with its syslog priority, so
+    the journal keeps the level, and the peer as a key=value field."""
+    h = start_server(env={"JOURNAL_STREAM": "8:12345"}, server_overrides={"bogus_key": 1})
+    c = snap7.client.Client()
+    c.connect(h.host, 0, 1, tcp_port=h.port)
+    c.disconnect()
+    deadline = time.monotonic() + 5
+    while "set up communication" not in h.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lines = [l for l in h.log().splitlines() if l]
+    assert lines and all(l[0] == "<" and l[2] == ">" and l[1] in "2345678" for l in lines), lines[:5]
+    assert any(l.startswith("<6>s7commd-worker: client") and " peer=127.0.0.1:" in l for l in lines), lines
+    assert any(l.startswith("<4>s7commd: configuration: server.bogus_key") for l in lines), lines
