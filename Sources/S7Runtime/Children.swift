@@ -215,14 +215,6 @@ public enum MemoryRole {
         }
     }
 
-    /// Whether a peer holds this process's group as a supplementary group (SO_PEERCRED gives
-    /// only the effective one).
-    static func inServiceGroup(_ pid: pid_t) -> Bool {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Groups:") }) else { return false }
-        return line.dropFirst(7).split(separator: " ").contains { UInt32($0.trimmingCharacters(in: .whitespaces)) == getgid() }
-    }
-
     /// Hands the segment (and the configuration it was laid out from) to local tools and PLC
     /// programs that connect to `path`: root, the service user, or members of its group.
     static func serveAttach(path: String, configuration: String, segment: SystemPackage.FileDescriptor, logger: Logger) {
@@ -238,8 +230,7 @@ public enum MemoryRole {
             while true {
                 guard let peer = try? LocalSocket.accept(listener) else { return }
                 defer { try? peer.close() }
-                guard let cred = try? UnixSocket.peerCredentials(of: peer),
-                      cred.uid == 0 || cred.uid == getuid() || cred.gid == getgid() || inServiceGroup(cred.pid) else {
+                guard let cred = try? UnixSocket.peerCredentials(of: peer), LocalSocket.isTrusted(cred) else {
                     logger.warning("memory socket: refused a peer that is neither root, the service user, nor in its group")
                     continue
                 }

@@ -64,6 +64,16 @@ public enum LocalSocket {
         }
     }
 
+    /// Who may use the memory and control sockets: root, this process's user, or a member of
+    /// its group — effective or supplementary (SO_PEERCRED gives only the effective gid, so the
+    /// supplementary ones are read from /proc).
+    public static func isTrusted(_ peer: (pid: pid_t, uid: uid_t, gid: gid_t)) -> Bool {
+        if peer.uid == 0 || peer.uid == getuid() || peer.gid == getgid() { return true }
+        guard let text = try? String(contentsOfFile: "/proc/\(peer.pid)/status", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("Groups:") }) else { return false }
+        return line.dropFirst(7).split(separator: " ").contains { UInt32($0.trimmingCharacters(in: .whitespaces)) == getgid() }
+    }
+
     /// Gives up on a peer that sends nothing for `seconds`.
     public static func setReceiveTimeout(_ fd: SystemPackage.FileDescriptor, seconds: Int) {
         var tv = timeval(tv_sec: seconds, tv_usec: 0)

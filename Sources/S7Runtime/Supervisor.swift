@@ -264,8 +264,7 @@ public final class Supervisor: @unchecked Sendable {
             while true {
                 guard let peer = try? LocalSocket.accept(listener) else { return }
                 defer { try? peer.close() }
-                guard let cred = try? UnixSocket.peerCredentials(of: peer),
-                      cred.uid == 0 || cred.uid == getuid() || cred.gid == getgid() || MemoryRole.inServiceGroup(cred.pid) else {
+                guard let cred = try? UnixSocket.peerCredentials(of: peer), LocalSocket.isTrusted(cred) else {
                     logger.warning("control socket: refused a peer that is neither root, the service user, nor in its group")
                     continue
                 }

@@ -50,8 +50,7 @@ struct Doctor: ParsableCommand {
         }
 
         // A running instance.
-        let statePath = RuntimeState.path(forPidFile: pidFile)
-        let running = RuntimeState.read(from: statePath).flatMap { kill($0.pid, 0) == 0 || errno == EPERM ? $0 : nil }
+        let running = RuntimeState.running(pidFile: pidFile)
         if let running {
             add("running instance", "info", "s7commd pid \(running.pid) runs since \(running.startedAt), \(running.listening ? "listening on \(running.endpoint)" : "no listener (server disabled)")")
         } else {

@@ -36,6 +36,11 @@ struct RuntimeState: Codable {
         return (try? encoder.encode(self)) ?? Data()
     }
 
+    /// The state of a live server behind `pidFile`, nil when none runs.
+    static func running(pidFile: String) -> RuntimeState? {
+        read(from: path(forPidFile: pidFile)).flatMap { kill($0.pid, 0) == 0 || errno == EPERM ? $0 : nil }
+    }
+
     static func read(from path: String) -> RuntimeState? {
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
         let decoder = JSONDecoder()
@@ -78,7 +83,7 @@ struct Status: ParsableCommand {
 
     func run() throws {
         let statePath = RuntimeState.path(forPidFile: pidFile)
-        guard let state = RuntimeState.read(from: statePath), kill(state.pid, 0) == 0 || errno == EPERM else {
+        guard let state = RuntimeState.running(pidFile: pidFile) else {
             let why = "s7commd is not running (no live process behind \(statePath)); start it with `s7commd run`"
             if json { printJSON(Report(running: false, pendingLive: [], pendingRestart: [], problem: why)) } else { print(why) }
             throw ExitCode(3)
