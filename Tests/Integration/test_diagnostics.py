@@ -252,3 +252,137 @@ def test_journal_lines_carry_priority_and_fields(start_server):
     assert lines and all(l[0] == "<" and l[2] == ">" and l[1] in "2345678" for l in lines), lines[:5]
     assert any(l.startswith("<6>s7commd-worker: client") and " peer=127.0.0.1:" in l for l in lines), lines
     assert any(l.startswith("<4>s7commd: configuration: server.bogus_key") for l in lines), lines
+
+
+def test_33rd_client_is_refused_logged_and_counted_with_max_clients_32(start_server):
+    """At the shipped default of 32, the 33rd connection is closed at once, named in the log
+    with the limit, counted in status, and the 32 connected clients keep working."""
+    h = start_server(server_overrides={"max_clients": 32})
+    clients = []
+    try:
+        for i in range(32):
+            c = snap7.client.Client()
+            c.connect(h.host, 0, 1, tcp_port=h.port)
+            clients.append(c)
+            assert c.get_connected(), f"client {i + 1} of 32 did not connect"
+            assert c.get_cpu_state() == "S7CpuStatusRun", f"client {i + 1} of 32"
+        extra = socket.create_connection((h.host, h.port), timeout=5)
+        extra_port = extra.getsockname()[1]
+        try:
+            extra.settimeout(5)
+            assert extra.recv(16) == b"", "the 33rd client must be closed at once"
+        finally:
+            extra.close()
+        wanted = f"refused 127.0.0.1:{extra_port}: max_clients (32)"
+        deadline = time.monotonic() + 5
+        while wanted not in h.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert wanted in h.log(), h.log()[-4000:]
+        report = status_json(h)
+        assert report["counters"]["refused_max_clients"] == 1, report["counters"]
+        assert report["max_clients"] == 32, report
+        assert len(report["clients"]) == 32, report["clients"]
+        assert f"127.0.0.1:{extra_port}" not in {x["peer"] for x in report["clients"]}
+        for i, c in enumerate(clients):
+            assert len(c.db_read(1, 0, 2)) == 2, f"client {i + 1} of 32 after the refusal"
+    finally:
+        for c in clients:
+            c.disconnect()
+
+
+OUTSIDER = "s7commd-outsider"
+
+# Run as the outsider: connect to the control socket, send a status request, report what came back.
+OUTSIDER_PROBE = r"""
+import json, os, socket, sys
+out = {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups()}
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.settimeout(5)
+try:
+    s.connect(sys.argv[1])
+except OSError as e:
+    out["connect_error"] = repr(e)
+else:
+    # The supervisor closes with the request unread, so the kernel may report the close as a
+    # reset (on send or recv) rather than an end of file: both mean "closed without an answer".
+    try:
+        s.send(b'{"statusRequest":{}}')
+        out["reply"] = s.recv(200000).decode("latin-1")
+    except (ConnectionResetError, BrokenPipeError) as e:
+        out["reply"] = ""
+        out["closed_by"] = type(e).__name__
+    except OSError as e:
+        out["error"] = repr(e)
+print(json.dumps(out))
+"""
+
+
+def test_control_socket_refuses_a_peer_outside_the_service_group(start_server):
+    """The control socket trusts root, the service user and its group by SO_PEERCRED, not only
+    by the file mode: with the file opened up to 0666, another user still gets no answer."""
+    import pwd
+    h = start_server()
+    run_dir = Path(h.log_path).parent
+    path = str(run_dir / "control.sock")
+    assert oct(os.stat(path).st_mode & 0o777) == "0o660"
+    request = b'{"statusRequest":{}}'  # JSONEncoder's form of RuntimeMessage.statusRequest
+
+    # Control: root sending these bytes gets the status, so an empty answer below is a refusal.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+        s.settimeout(5)
+        s.connect(path)
+        s.send(request)
+        answer = json.loads(s.recv(200000))
+    assert json.loads(answer["status"]["json"])["state"] == "listening", answer
+
+    created = subprocess.run(["id", OUTSIDER], capture_output=True).returncode != 0
+    if created:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                        "--user-group", OUTSIDER], check=True)
+    try:
+        outsider = pwd.getpwnam(OUTSIDER)
+        service = pwd.getpwnam("s7commd")
+        assert outsider.pw_gid != service.pw_gid
+        as_outsider = ["setpriv", "--reuid", OUTSIDER, "--regid", str(outsider.pw_gid), "--clear-groups"]
+
+        os.chmod(path, 0o666)  # let connect() through, so the peer-credential check decides
+        try:
+            child = subprocess.run([*as_outsider, "python3", "-c", OUTSIDER_PROBE, path],
+                                   capture_output=True, text=True, timeout=30)
+        finally:
+            os.chmod(path, 0o660)
+        assert child.returncode == 0, child.stderr
+        seen = json.loads(child.stdout)
+        assert seen["uid"] == outsider.pw_uid and seen["gid"] == outsider.pw_gid and seen["groups"] == [], seen
+        assert "connect_error" not in seen and "error" not in seen, seen  # a timeout lands in "error"
+        assert seen["reply"] == "", f"the outsider got an answer: {seen}"
+
+        refusal = "control socket: refused a peer that is neither root, the service user, nor in its group"
+        deadline = time.monotonic() + 5
+        while refusal not in h.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert refusal in h.log(), h.log()[-4000:]
+        assert status_json(h)["state"] == "listening"
+
+        # The same user with the service group as a supplementary group (found through /proc,
+        # SO_PEERCRED gives only the effective gid) is trusted, at the socket's own mode 0660.
+        member = subprocess.run(["setpriv", "--reuid", OUTSIDER, "--regid", str(outsider.pw_gid),
+                                 "--groups", str(service.pw_gid), "python3", "-c", OUTSIDER_PROBE, path],
+                                capture_output=True, text=True, timeout=30)
+        assert member.returncode == 0, member.stderr
+        got = json.loads(member.stdout)
+        assert got.get("reply"), got
+        assert json.loads(json.loads(got["reply"])["status"]["json"])["state"] == "listening", got
+
+        # With the socket at 0660, `s7commd status` as the outsider says why it has no live data.
+        # It falls back to the state file and exits 0 (not asserted: arguably it should fail).
+        pid_file = run_dir / (Path(h.log_path).stem + ".pid")
+        r = subprocess.run([*as_outsider, str(server_binary()), "status", "--pid-file", str(pid_file)],
+                           capture_output=True, text=True, timeout=30)
+        said = r.stdout + r.stderr
+        assert "the control socket did not answer" in said, said
+        assert f"cannot connect to {path}: Permission denied" in said, said
+        assert "run as root or as a member of the service user's group" in said, said
+    finally:
+        if created:
+            subprocess.run(["userdel", OUTSIDER], check=False)
