@@ -10,6 +10,8 @@ public struct ConfigurationFile: Codable, Equatable, Sendable {
     public var dataBlocks: [DataBlock]?
     public var systemAreas: SystemAreas?
     public var logging: Logging?
+    /// s7commd: the Prometheus metrics endpoint.
+    public var metrics: Metrics?
 
     public struct Server: Codable, Equatable, Sendable {
         public var enabled: Bool?
@@ -91,8 +93,15 @@ public struct ConfigurationFile: Codable, Equatable, Sendable {
         public var logErrors: Bool?
     }
 
+    public struct Metrics: Codable, Equatable, Sendable {
+        public var enabled: Bool?
+        public var bindAddress: String?
+        public var port: Int?
+    }
+
     public init(server: Server? = nil, plcIdentity: Identity? = nil, dataBlocks: [DataBlock]? = nil,
-                systemAreas: SystemAreas? = nil, logging: Logging? = nil) {
+                systemAreas: SystemAreas? = nil, logging: Logging? = nil, metrics: Metrics? = nil) {
+        self.metrics = metrics
         self.server = server
         self.plcIdentity = plcIdentity
         self.dataBlocks = dataBlocks

@@ -98,7 +98,7 @@ public struct ConfigDocument {
             guard !isBoolean(value), let n = value as? NSNumber, !(value is String) else { return false }
             let d = n.doubleValue
             return d.rounded() == d && abs(d) < 9.0e15
-        case .string, .address, .mappingType, .version:
+        case .string, .address, .loopbackAddress, .mappingType, .version:
             return value is String
         case .object:
             return value is [String: Any]
@@ -144,6 +144,8 @@ public struct ConfigDocument {
     public mutating func set(_ path: String, text: String) throws(ConfigEditError) {
         let value: Any
         if case .string? = ConfigSchema.key(for: path)?.kind { value = text } else if case .address? = ConfigSchema.key(for: path)?.kind {
+            value = text
+        } else if case .loopbackAddress? = ConfigSchema.key(for: path)?.kind {
             value = text
         } else if case .mappingType? = ConfigSchema.key(for: path)?.kind { value = text } else if case .version? = ConfigSchema.key(for: path)?.kind {
             value = text

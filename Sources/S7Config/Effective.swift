@@ -26,6 +26,26 @@ public struct S7Configuration: Sendable {
         }
     }
 
+    /// Where monitoring scrapes `GET /metrics`: when enabled, always `metrics.sock` in the
+    /// runtime directory, and also `bind_address:port` (a loopback address) when port is not 0.
+    public struct Metrics: Equatable, Sendable {
+        public var enabled = false
+        public var bindAddress = "127.0.0.1"
+        public var port = 0
+
+        public init(enabled: Bool = false, bindAddress: String = "127.0.0.1", port: Int = 0) {
+            self.enabled = enabled
+            self.bindAddress = bindAddress
+            self.port = port
+        }
+
+        /// The TCP endpoint, when one is configured.
+        public var tcpEndpoint: String? {
+            guard enabled, port != 0 else { return nil }
+            return "http://\(bindAddress.contains(":") ? "[\(bindAddress)]" : bindAddress):\(port)/metrics"
+        }
+    }
+
     public struct Logging: Equatable, Sendable {
         public var logConnections: Bool
         public var logDataAccess: Bool
@@ -37,6 +57,7 @@ public struct S7Configuration: Sendable {
     public var memory: MemoryDefinition
     public var dataBlockDescriptions: [UInt16: String]
     public var logging: Logging
+    public var metrics: Metrics = Metrics()
     /// Accepted oddities (unknown keys, keys left to their default that matter).
     public var warnings: [ConfigurationWarning] = []
 

@@ -37,6 +37,9 @@ extension S7Configuration {
             "logging.log_connections": "\(logging.logConnections)",
             "logging.log_data_access": "\(logging.logDataAccess)",
             "logging.log_errors": "\(logging.logErrors)",
+            "metrics.enabled": "\(metrics.enabled)",
+            "metrics.bind_address": metrics.bindAddress,
+            "metrics.port": "\(metrics.port)",
         ]
         func region(_ prefix: String, _ r: RegionDefinition?, counted: Bool = false) {
             values[prefix + ".enabled"] = "\(r != nil)"

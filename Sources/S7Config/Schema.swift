@@ -7,6 +7,7 @@ public struct ConfigKey: Sendable {
         case int(ClosedRange<Int>)
         case string(maxBytes: Int)
         case address
+        case loopbackAddress
         case mappingType
         case version
         case object
@@ -36,6 +37,7 @@ public struct ConfigKey: Sendable {
         case .int(let r): return "\(r.lowerBound)-\(r.upperBound)"
         case .string(let n): return "a string of at most \(n) bytes"
         case .address: return "0.0.0.0, 127.0.0.1, or an IPv4/IPv6 address of this host"
+        case .loopbackAddress: return "a loopback address: 127.0.0.1 (any of 127.0.0.0/8) or ::1"
         case .mappingType: return ImageTableNames.all
         case .version: return "V<major>.<minor>.<patch>, each 0-255"
         case .object: return "an object"
@@ -106,6 +108,13 @@ public enum ConfigSchema {
             key("logging.log_connections", .bool, "true", .live, "a line per connect, negotiation and disconnect with its reason"),
             key("logging.log_data_access", .bool, "false", .live, "a line per read and write item (verbose: for diagnosis)"),
             key("logging.log_errors", .bool, "true", .live, "refused requests, PDU overruns and malformed input"),
+            key("metrics", .object, "disabled", .restart, "the Prometheus metrics endpoint (GET /metrics)", s7commd: true),
+            key("metrics.enabled", .bool, "false", .restart,
+                "serve metrics (requests, errors, bytes, clients, restarts, latency) on metrics.sock in the runtime directory (mode 0660)", s7commd: true),
+            key("metrics.bind_address", .loopbackAddress, "127.0.0.1", .restart,
+                "the loopback address of the metrics TCP port; metrics are never served to the network", s7commd: true),
+            key("metrics.port", .int(0...65535), "0", .restart,
+                "also serve the metrics on this TCP port of metrics.bind_address, for a Prometheus scraper; 0: the Unix socket only", s7commd: true),
         ]
 
     private static func area(_ name: String, _ what: String) -> [ConfigKey] {

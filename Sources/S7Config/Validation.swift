@@ -118,6 +118,14 @@ extension S7Configuration {
 
         let l = file.logging
         let logging = Logging(logConnections: l?.logConnections ?? true, logDataAccess: l?.logDataAccess ?? false, logErrors: l?.logErrors ?? true)
+        let m = file.metrics
+        let metrics = Metrics(enabled: m?.enabled ?? false, bindAddress: m?.bindAddress ?? "127.0.0.1",
+                              port: c.int(m?.port, "metrics.port", 0))
+        if !isLoopback(metrics.bindAddress) { c.fail("metrics.bind_address", "\"\(metrics.bindAddress)\"") }
+        if metrics.enabled, metrics.port != 0, metrics.port == server.port, server.enabled,
+           metrics.bindAddress == server.bindAddress || server.bindAddress == "0.0.0.0" || server.bindAddress == "::" {
+            c.fail("metrics.port", "\(metrics.port)", "the metrics port must differ from server.port (\(server.port)), which S7 clients use")
+        }
         guard c.problems.isEmpty else { throw ConfigurationError(path: path, problems: c.problems) }
         var warnings: [ConfigurationWarning] = []
         if s?.enabled == nil {
@@ -126,7 +134,7 @@ extension S7Configuration {
                 message: "not set, so the server is disabled (the editor's default for a new entry; the OpenPLC plugin treats a missing key as enabled); set it to true or false"))
         }
         return S7Configuration(server: server, identity: identity, memory: memory, dataBlockDescriptions: descriptions,
-                               logging: logging, warnings: warnings)
+                               logging: logging, metrics: metrics, warnings: warnings)
     }
 
     private static func mapping(_ m: ConfigurationFile.Mapping?, _ owner: String, _ size: Int, _ c: inout Checker) -> ImageMapping? {
@@ -164,6 +172,15 @@ extension S7Configuration {
         let parts = t.split(separator: ".", omittingEmptySubsequences: false).map { UInt8($0) }
         guard parts.count == 3, let a = parts[0], let b = parts[1], let c = parts[2] else { return nil }
         return (a, b, c)
+    }
+
+    /// 127.0.0.0/8 or ::1: what the metrics endpoint may listen on.
+    static func isLoopback(_ text: String) -> Bool {
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        if inet_pton(AF_INET, text, &v4) == 1 { return UInt32(bigEndian: v4.s_addr) >> 24 == 127 }
+        guard inet_pton(AF_INET6, text, &v6) == 1 else { return false }
+        return withUnsafeBytes(of: &v6) { Array($0) } == Array(repeating: 0, count: 15) + [1]
     }
 
     static func isIPAddress(_ text: String) -> Bool {

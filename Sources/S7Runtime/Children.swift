@@ -39,15 +39,18 @@ public enum WorkerRole {
                            clock: @escaping @Sendable () -> PLCDateTime) async throws -> Int32 {
         let channel = ControlChannel(socket: control, peer: "supervisor")
         var server: S7Server?
+        var listeningServer = false
         var memory: FlatMemory?
-        for await event in channel.events(maxDescriptors: 2) {
+        // The listener, up to two metrics sockets (TCP and Unix), the segment.
+        for await event in channel.events(maxDescriptors: 4) {
             switch event {
             case .closed(let why):
                 logger.notice("worker: \(why); stopping")
                 await server?.shutdown()
                 return 0
-            case .message(.serve(let text, let listening), let fds):
-                guard server == nil, memory == nil, fds.count == (listening ? 2 : 1) else {
+            case .message(.serve(let text, let listening, let metricsCount), let fds):
+                guard server == nil, memory == nil, (0...2).contains(metricsCount), fds.count == (listening ? 1 : 0) + metricsCount + 1 else {
+                    for fd in fds { try? fd.close() }
                     logger.error("worker: unexpected serve message; ending")
                     return 70
                 }
@@ -56,11 +59,14 @@ public enum WorkerRole {
                 let mapping = try SharedRegion.attach(fds.last!, layout)
                 try? fds.last!.close()
                 memory = SharedRegion.memory(layout, mapping)
-                if listening {
+                if listening || metricsCount > 0 {
                     let s = S7Server(settings: serverSettings(configuration), session: configuration.sessionConfiguration(clock: clock),
-                                     memory: memory!, logger: logger, threads: threads)
-                    try await s.start(listeningOn: fds[0].rawValue)
+                                     memory: memory!, logger: logger, threads: threads,
+                                     metrics: metricsCount > 0 ? ServerMetrics() : nil)
                     server = s
+                    if listening { try await s.start(listeningOn: fds[0].rawValue) }
+                    for fd in fds.dropFirst(listening ? 1 : 0).dropLast() { try await s.startMetrics(listeningOn: fd.rawValue) }
+                    listeningServer = listening
                 }
                 try channel.send(.serving)
                 logger.info(listening
@@ -73,7 +79,11 @@ public enum WorkerRole {
                 try channel.send(.reloaded)
             case .message(.statusRequest, let fds):
                 for fd in fds { try? fd.close() }
-                try channel.send(.status(json: server.map { SupervisorStatus.encodeSnapshot($0.snapshot()) } ?? "null"))
+                let snapshot = listeningServer ? server?.snapshot() : nil
+                try channel.send(.status(json: snapshot.map { SupervisorStatus.encodeSnapshot($0) } ?? "null"))
+            case .message(.childRestarts(let counts), let fds):
+                for fd in fds { try? fd.close() }
+                server?.metrics?.setRestarts(counts)
             case .message(.stop, _):
                 logger.info("worker: stopping, closing \(server?.connectedClients ?? 0) client connection(s)")
                 await server?.shutdown()

@@ -6,8 +6,14 @@ import SystemPackage
 import Glibc
 #endif
 
-/// Named AF_UNIX SOCK_SEQPACKET sockets for local tools and PLC programs.
+/// Named AF_UNIX sockets for local tools and PLC programs: SOCK_SEQPACKET for the runtime's
+/// messages, SOCK_STREAM for the metrics endpoint (HTTP).
 public enum LocalSocket {
+    public enum Kind: Sendable {
+        case seqpacket, stream
+        var type: CInt { CInt(self == .seqpacket ? SOCK_SEQPACKET.rawValue : SOCK_STREAM.rawValue) }
+    }
+
     static func address(_ path: String) throws -> sockaddr_un {
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
@@ -21,8 +27,8 @@ public enum LocalSocket {
     }
 
     /// Binds and listens at `path` (an old socket file there is replaced), mode `mode`.
-    public static func listen(path: String, mode: mode_t) throws -> SystemPackage.FileDescriptor {
-        let fd = socket(AF_UNIX, CInt(SOCK_SEQPACKET.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+    public static func listen(path: String, mode: mode_t, kind: Kind = .seqpacket) throws -> SystemPackage.FileDescriptor {
+        let fd = socket(AF_UNIX, kind.type | CInt(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw RuntimeError("cannot create a Unix socket: \(String(cString: strerror(errno)))") }
         unlink(path)
         var addr = try address(path)

@@ -12,8 +12,11 @@ public enum RuntimeMessage: Codable, Equatable, Sendable {
     /// Memory process → supervisor: the segment (attached).
     case memoryReady(size: Int)
     /// Supervisor → worker: the configuration, with the listening socket (when the server is
-    /// enabled) and the segment attached, in that order.
-    case serve(configuration: String, listening: Bool)
+    /// enabled), the `metricsListeners` metrics sockets, and the segment attached, in that order.
+    case serve(configuration: String, listening: Bool, metricsListeners: Int)
+    /// Supervisor → worker: how often it has restarted each child ("worker", "memory"), for
+    /// the metrics; sent after `serve` and after each restart of the memory process.
+    case childRestarts([String: Int])
     /// Worker → supervisor: serving.
     case serving
     /// Supervisor → worker: apply the live settings of this configuration.
@@ -60,6 +63,7 @@ public enum RuntimeMessage: Codable, Equatable, Sendable {
         case .prepareMemory: return "prepare-memory"
         case .memoryReady: return "memory-ready"
         case .serve: return "serve"
+        case .childRestarts: return "child-restarts"
         case .serving: return "serving"
         case .reload: return "reload"
         case .reloaded: return "reloaded"

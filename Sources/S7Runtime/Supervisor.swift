@@ -71,6 +71,8 @@ public final class Supervisor: @unchecked Sendable {
     /// The latest configuration: its live settings go to the worker after each (re)start.
     private var configuration: String
     private let listening: SystemPackage.FileDescriptor?
+    /// The metrics sockets (a loopback TCP port, the Unix socket), handed to each worker.
+    private let metricsListeners: [SystemPackage.FileDescriptor]
     private let logger: Logger
     private var memfd: SystemPackage.FileDescriptor?
     private var children: [Role: Child] = [:]
@@ -92,9 +94,10 @@ public final class Supervisor: @unchecked Sendable {
     private var nextStatusID = 0
 
     public init(executable: String, childArguments: [String], memoryArguments: [String] = [], configuration: String,
-                listening: SystemPackage.FileDescriptor?, logger: Logger,
+                listening: SystemPackage.FileDescriptor?, metricsListeners: [SystemPackage.FileDescriptor] = [], logger: Logger,
                 endpoint: String = "", controlSocket: String? = nil,
                 reload: @escaping () -> (String, String)?) {
+        self.metricsListeners = metricsListeners
         self.endpoint = endpoint
         self.controlSocket = controlSocket
         self.executable = executable
@@ -341,11 +344,13 @@ public final class Supervisor: @unchecked Sendable {
             switch role {
             case .memory:
                 try channel.send(.prepareMemory(configuration: layoutConfiguration, reuse: memfd != nil), descriptors: memfd.map { [$0] } ?? [])
+                reportRestarts()
             case .worker:
                 guard let memfd else { throw RuntimeError("no PLC memory segment to hand to the worker") }
-                try channel.send(.serve(configuration: layoutConfiguration, listening: listening != nil),
-                                 descriptors: (listening.map { [$0] } ?? []) + [memfd])
+                try channel.send(.serve(configuration: layoutConfiguration, listening: listening != nil, metricsListeners: metricsListeners.count),
+                                 descriptors: (listening.map { [$0] } ?? []) + metricsListeners + [memfd])
                 if configuration != layoutConfiguration { try channel.send(.reload(configuration: configuration)) }
+                reportRestarts()
             }
             logger.info("started the \(role.rawValue) (pid \(pid))")
         } catch {
@@ -358,6 +363,12 @@ public final class Supervisor: @unchecked Sendable {
                 sink.yield(.restart(role))
             }
         }
+    }
+
+    /// Tells the worker the restart counts, for its metrics.
+    private func reportRestarts() {
+        guard !metricsListeners.isEmpty, let worker = children[.worker] else { return }
+        try? worker.channel.send(.childRestarts(["worker": restarts[.worker] ?? 0, "memory": restarts[.memory] ?? 0]))
     }
 
     private func killLater(_ pid: pid_t, after seconds: Double) {

@@ -1,5 +1,6 @@
 import Logging
 import NIOCore
+import Prometheus
 import S7Session
 
 /// The thin shell around one ``S7Session``: bytes from the socket in, responses out, timers and
@@ -23,12 +24,15 @@ final class S7ChannelHandler: ChannelInboundHandler {
     private var wroteSomething = false
     private var record: ConnectionRecord?
     private var requestsCounted = 0
+    /// The latency histogram, when metrics are served.
+    private let latency: DurationHistogram?
 
-    init(session: S7Session, settings: ServerSettings, registry: ConnectionRegistry, logger: Logger) {
+    init(session: S7Session, settings: ServerSettings, registry: ConnectionRegistry, logger: Logger, latency: DurationHistogram? = nil) {
         self.session = session
         self.settings = settings
         self.registry = registry
         self.logger = logger
+        self.latency = latency
         out.reserveCapacity(1024)
     }
 
@@ -44,6 +48,7 @@ final class S7ChannelHandler: ChannelInboundHandler {
         }
         admitted = true
         self.record = record
+        registry.counters.connectionsAccepted.add(1, ordering: .relaxed)
         if settings.logConnections { logger.info("client \(peer) connected (\(registry.count) of \(registry.limit))") }
         armIdleTimer(context: context)
         context.fireChannelActive()
@@ -65,6 +70,8 @@ final class S7ChannelHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard admitted, closeReason == nil else { return }
         let buffer = unwrapInboundIn(data)
+        let started = latency == nil ? nil : NIODeadline.now()
+        registry.counters.bytesReceived.add(buffer.readableBytes, ordering: .relaxed)
         let outcome = buffer.withUnsafeReadableBytes { session.receive($0, into: &out) }
         drainEvents()
         let answered = session.requestsAnswered
@@ -72,8 +79,10 @@ final class S7ChannelHandler: ChannelInboundHandler {
             record.requests.add(answered - requestsCounted, ordering: .relaxed)
             registry.counters.requestsTotal.add(answered - requestsCounted, ordering: .relaxed)
             requestsCounted = answered
+            if let started, let latency { latency.record(.nanoseconds((NIODeadline.now() - started).nanoseconds)) }
         }
         if !out.isEmpty {
+            registry.counters.bytesSent.add(out.count, ordering: .relaxed)
             var response = context.channel.allocator.buffer(capacity: out.count)
             response.writeBytes(out)
             out.removeAll(keepingCapacity: true)
@@ -179,10 +188,13 @@ final class S7ChannelHandler: ChannelInboundHandler {
         case .pduRefused(let proposed):
             record.info.withLock { $0.pduProposed = proposed }
             record.refusedRequests.add(1, ordering: .relaxed)
+            registry.counters.refusedRequests.add(1, ordering: .relaxed)
         case .exceededPDU:
             record.pduOverruns.add(1, ordering: .relaxed)
+            registry.counters.pduOverruns.add(1, ordering: .relaxed)
         case .refused:
             record.refusedRequests.add(1, ordering: .relaxed)
+            registry.counters.refusedRequests.add(1, ordering: .relaxed)
         case .control, .dataAccess:
             break
         }

@@ -75,15 +75,19 @@ public final class S7Server: Sendable {
     let logger: Logger
     let group: MultiThreadedEventLoopGroup
     let registry: ConnectionRegistry
+    /// What monitoring scrapes, when metrics are served (``startMetrics(listeningOn:)``).
+    public let metrics: ServerMetrics?
     private let serverChannel = Mutex<(any Channel)?>(nil)
+    private let metricsChannels = Mutex<[any Channel]>([])
 
     public init(settings: ServerSettings, session: SessionConfiguration, memory: any PLCMemoryAccess,
-                logger: Logger, threads: Int = System.coreCount) {
+                logger: Logger, threads: Int = System.coreCount, metrics: ServerMetrics? = nil) {
         self.live = Mutex((settings, session))
         self.memory = memory
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
         self.registry = ConnectionRegistry(limit: settings.maxClients)
+        self.metrics = metrics
     }
 
     /// The settings new connections get.
@@ -108,6 +112,7 @@ public final class S7Server: Sendable {
         let memory = self.memory
         let logger = self.logger
         let registry = self.registry
+        let latency = metrics?.latency
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
@@ -116,7 +121,7 @@ public final class S7Server: Sendable {
                 let (settings, session) = self.live.withLock { $0 }
                 return channel.eventLoop.makeCompletedFuture {
                     let handler = S7ChannelHandler(session: S7Session(configuration: session, memory: memory),
-                                                   settings: settings, registry: registry, logger: logger)
+                                                   settings: settings, registry: registry, logger: logger, latency: latency)
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
@@ -126,6 +131,20 @@ public final class S7Server: Sendable {
         return channel.localAddress
     }
 
+    /// Serves the metrics (`GET /metrics`) on `descriptor`, a bound and listening TCP or Unix
+    /// stream socket; NIO owns it from now on. Needs `metrics` given at init.
+    public func startMetrics(listeningOn descriptor: CInt) async throws {
+        guard let metrics else { throw MetricsNotEnabled() }
+        let registry = self.registry
+        let channel = try await MetricsEndpoint.start(on: descriptor, group: group, metrics: metrics,
+                                                      snapshot: { registry.snapshot() }, logger: logger)
+        metricsChannels.withLock { $0.append(channel) }
+    }
+
+    struct MetricsNotEnabled: Error, CustomStringConvertible {
+        var description: String { "metrics are not enabled on this server (metrics.enabled is false)" }
+    }
+
     /// Stops accepting, closes every client, and stops the event loops.
     public func shutdown() async {
         let channel = serverChannel.withLock { c -> (any Channel)? in
@@ -133,6 +152,9 @@ public final class S7Server: Sendable {
             return c
         }
         try? await channel?.close()
+        for m in metricsChannels.withLock({ c in defer { c = [] }; return c }) {
+            try? await m.close()
+        }
         for client in registry.all {
             try? await client.close()
         }

@@ -27,6 +27,14 @@ public struct ServerCounters: Codable, Equatable, Sendable {
     public var droppedSend: Int
     public var closedBadInput: Int
     public var refusedConnections: Int
+    /// Requests answered with an error (refused, malformed), over every connection.
+    public var refusedRequests: Int
+    /// Requests larger than the agreed PDU, over every connection.
+    public var pduOverruns: Int
+    public var bytesReceived: Int
+    public var bytesSent: Int
+    /// Connections admitted (under max_clients).
+    public var connectionsAccepted: Int
 }
 
 /// What the worker answers to a status request.
@@ -83,6 +91,11 @@ final class ServerCounterSet: Sendable {
     let droppedSend = Atomic<Int>(0)
     let closedBadInput = Atomic<Int>(0)
     let refusedConnections = Atomic<Int>(0)
+    let refusedRequests = Atomic<Int>(0)
+    let pduOverruns = Atomic<Int>(0)
+    let bytesReceived = Atomic<Int>(0)
+    let bytesSent = Atomic<Int>(0)
+    let connectionsAccepted = Atomic<Int>(0)
 
     var value: ServerCounters {
         ServerCounters(requestsTotal: requestsTotal.load(ordering: .relaxed),
@@ -91,6 +104,11 @@ final class ServerCounterSet: Sendable {
                        droppedReceive: droppedReceive.load(ordering: .relaxed),
                        droppedSend: droppedSend.load(ordering: .relaxed),
                        closedBadInput: closedBadInput.load(ordering: .relaxed),
-                       refusedConnections: refusedConnections.load(ordering: .relaxed))
+                       refusedConnections: refusedConnections.load(ordering: .relaxed),
+                       refusedRequests: refusedRequests.load(ordering: .relaxed),
+                       pduOverruns: pduOverruns.load(ordering: .relaxed),
+                       bytesReceived: bytesReceived.load(ordering: .relaxed),
+                       bytesSent: bytesSent.load(ordering: .relaxed),
+                       connectionsAccepted: connectionsAccepted.load(ordering: .relaxed))
     }
 }

@@ -59,11 +59,15 @@ struct Doctor: ParsableCommand {
 
         if let s = settings?.server {
             if s.enabled {
-                checkPort(s, running, add)
+                checkPort("port", s.bindAddress, s.port, setting: "server.port", running, add)
             } else {
                 add("server", "info", "server.enabled is false: s7commd will run without a listener, so the port is not checked",
                     "s7commd config set server.enabled true, then restart")
             }
+        }
+
+        if let m = settings?.metrics, m.enabled, m.port != 0 {
+            checkPort("metrics port", m.bindAddress, m.port, setting: "metrics.port", running, add)
         }
 
         // The service user (used when started as root).
@@ -101,22 +105,24 @@ struct Doctor: ParsableCommand {
         if checks.contains(where: { $0.status == "problem" }) { throw ExitCode(1) }
     }
 
-    private func checkPort(_ s: S7Configuration.Server, _ running: RuntimeState?,
+    /// Whether `address:port` (chosen by `setting`) can be bound, or is held by the running s7commd.
+    private func checkPort(_ label: String, _ address: String, _ port: Int, setting: String, _ running: RuntimeState?,
                            _ add: (String, String, String, String?) -> Void) {
-        let name = "port \(s.bindAddress):\(s.port)"
-        let holders = PortHolders.find(port: s.port).holders
-        if let running, running.listening, holders.contains(where: { $0.pid == running.pid }) || holders.isEmpty && running.endpoint.hasSuffix(":\(s.port)") {
+        let name = "\(label) \(address):\(port)"
+        let holders = PortHolders.find(port: port).holders
+        let ours = setting == "server.port" ? (running?.listening ?? false) && holders.isEmpty && running!.endpoint.hasSuffix(":\(port)") : false
+        if let running, holders.contains(where: { $0.pid == running.pid }) || ours {
             add(name, "ok", "held by the running s7commd (pid \(running.pid))", nil)
             return
         }
         do {
-            let fd = try ListeningSocket.open(address: s.bindAddress, port: s.port)
+            let fd = try ListeningSocket.open(address: address, port: port)
             close(fd)
             add(name, "ok", "free, and this process may bind it", nil)
         } catch {
             switch error.errno {
             case EADDRINUSE:
-                add(name, "problem", "in use: " + PortHolders.explain(port: s.port), nil)
+                add(name, "problem", "in use: " + PortHolders.explain(port: port, setting: setting), nil)
             case EACCES:
                 add(name, geteuid() == 0 ? "problem" : "info", "this user may not bind it. " + CapabilityReport.current(),
                     "run it from the packaged unit (AmbientCapabilities=CAP_NET_BIND_SERVICE), as root, or on a port above net.ipv4.ip_unprivileged_port_start")

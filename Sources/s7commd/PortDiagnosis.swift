@@ -77,7 +77,8 @@ enum PortHolders {
     }
 
     /// The sentence for "address in use": who holds the port and the ways out.
-    static func explain(port: Int) -> String {
+    /// Who holds `port`, and the ways out; `setting` is the key that chose the port.
+    static func explain(port: Int, setting: String = "server.port") -> String {
         let (holders, hidden) = find(port: port)
         var lines: [String] = []
         if holders.isEmpty {
@@ -92,7 +93,9 @@ enum PortHolders {
                 lines.append("Stop that process,")
             }
         }
-        lines.append("or set server.port to a free port that the clients can be set to (s7commd config set server.port 1102).")
+        lines.append(setting == "server.port"
+            ? "or set server.port to a free port that the clients can be set to (s7commd config set server.port 1102)."
+            : "or set \(setting) to a free port and point the scraper at it (s7commd config set \(setting) 9102).")
         return lines.joined(separator: " ")
     }
 }

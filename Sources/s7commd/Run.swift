@@ -55,6 +55,9 @@ struct Run: ParsableCommand {
     /// The memory process's socket for `s7commd mem` and PLC programs, beside the pid file.
     var memorySocket: String { URL(fileURLWithPath: pidFile).deletingLastPathComponent().path + "/memory.sock" }
 
+    /// The metrics endpoint's Unix socket (HTTP), beside the pid file, when metrics.enabled.
+    var metricsSocket: String { URL(fileURLWithPath: pidFile).deletingLastPathComponent().path + "/metrics.sock" }
+
     @Option(help: ArgumentHelp("The unprivileged user to become when started as root.", valueName: "name"))
     var user: String = "s7commd"
 
@@ -72,6 +75,7 @@ struct Run: ParsableCommand {
         var source: String
         var text: String
         var listener: CInt?
+        var metricsListener: CInt?
         var logger: Logger
         var files: RuntimeFiles
     }
@@ -121,24 +125,16 @@ struct Run: ParsableCommand {
                 listener = 3
                 logger.info("using the listening socket systemd passed (socket activation); server.bind_address and server.port are the socket unit's")
             } else {
-                do {
-                    listener = try ListeningSocket.open(address: settings.server.bindAddress, port: settings.server.port)
-                } catch {
-                    let detail: String
-                    let status: StartFailure
-                    switch error.errno {
-                    case EADDRINUSE: (detail, status) = (PortHolders.explain(port: settings.server.port), .portInUse)
-                    case EACCES: (detail, status) = (CapabilityReport.current(), .permission)
-                    case EADDRNOTAVAIL: (detail, status) = ("", .addressNotAvailable)
-                    default: (detail, status) = ("", .permission)
-                    }
-                    printError(error.description + (detail.isEmpty ? "" : "\n" + detail) + "\nNothing was started.")
-                    logger.error("\(error.description) \(detail)")
-                    throw ExitCode(status.rawValue)
-                }
+                listener = try Self.listen(settings.server.bindAddress, settings.server.port, setting: "server.port", logger)
             }
         } else {
             logger.notice("server.enabled is false: the server is disabled and no listener is opened; PLC memory and all settings are kept. Set server.enabled to true (s7commd config set server.enabled true) and restart to serve clients.")
+        }
+        // The metrics port is bound here too, while the process may, so any port works and a
+        // conflict is explained like one on server.port.
+        var metricsListener: CInt?
+        if settings.metrics.enabled, settings.metrics.port != 0 {
+            metricsListener = try Self.listen(settings.metrics.bindAddress, settings.metrics.port, setting: "metrics.port", logger)
         }
         let files = RuntimeFiles(pidPath: pidFile, logger: logger)
         try dropPrivileges(logger)
@@ -146,7 +142,29 @@ struct Run: ParsableCommand {
         if let path, access(path, R_OK) != 0 {
             logger.warning("\(path) is not readable by uid \(getuid()) now that privileges are dropped, so a reload will fail; make it readable to the service user (e.g. chown root:\(user) and chmod 0640)")
         }
-        return Prepared(settings: settings, path: path, source: source, text: text, listener: listener, logger: logger, files: files)
+        return Prepared(settings: settings, path: path, source: source, text: text, listener: listener,
+                        metricsListener: metricsListener, logger: logger, files: files)
+    }
+
+    /// Binds a listening TCP socket, or explains on stderr and in the log why it could not:
+    /// who holds the port, which capability is missing, which addresses the host has.
+    static func listen(_ address: String, _ port: Int, setting: String, _ logger: Logger) throws -> CInt {
+        do {
+            return try ListeningSocket.open(address: address, port: port)
+        } catch {
+            let detail: String
+            let status: StartFailure
+            switch error.errno {
+            case EADDRINUSE: (detail, status) = (PortHolders.explain(port: port, setting: setting), .portInUse)
+            case EACCES: (detail, status) = (CapabilityReport.current(), .permission)
+            case EADDRNOTAVAIL: (detail, status) = ("", .addressNotAvailable)
+            default: (detail, status) = ("", .permission)
+            }
+            let what = setting == "server.port" ? "" : " (\(setting))"
+            printError(error.description + what + (detail.isEmpty ? "" : "\n" + detail) + "\nNothing was started.")
+            logger.error("\(error.description)\(what) \(detail)")
+            throw ExitCode(status.rawValue)
+        }
     }
 
     /// Drops every capability from every set; as root, becomes the service user first.
@@ -203,6 +221,8 @@ struct Run: ParsableCommand {
         files.publish(state)
         defer { files.remove() }
         let threadCount = threads ?? max(1, System.coreCount / 2)
+        let metricsListeners = openMetrics(p)
+        defer { if settings.metrics.enabled { unlink(metricsSocket) } }
 
         /// Re-reads the file on SIGHUP: the new text for the children and a line for the log.
         let reloadFile: () -> (String, String)? = {
@@ -239,7 +259,7 @@ struct Run: ParsableCommand {
         }
 
         if singleProcess {
-            try await serveHere(p, settings: settings, signals: signals, threads: threadCount, reload: reloadFile) { updated in
+            try await serveHere(p, settings: settings, signals: signals, threads: threadCount, metrics: metricsListeners, reload: reloadFile) { updated in
                 settings = updated
             }
             return
@@ -248,7 +268,8 @@ struct Run: ParsableCommand {
         let supervisor = Supervisor(
             executable: executable, childArguments: ["--log-level", logLevel, "--threads", String(threadCount)],
             memoryArguments: ["--state-dir", stateDir, "--socket", memorySocket],
-            configuration: p.text, listening: p.listener.map { SystemPackage.FileDescriptor(rawValue: $0) }, logger: logger,
+            configuration: p.text, listening: p.listener.map { SystemPackage.FileDescriptor(rawValue: $0) },
+            metricsListeners: metricsListeners.map { SystemPackage.FileDescriptor(rawValue: $0) }, logger: logger,
             endpoint: settings.server.endpoint,
             controlSocket: StatusClient.socketPath(runtimeDirectory: URL(fileURLWithPath: pidFile).deletingLastPathComponent().path),
             reload: reloadFile)
@@ -265,19 +286,36 @@ struct Run: ParsableCommand {
         if status != 0 { throw ExitCode(status) }
     }
 
+    /// The metrics sockets the worker serves: the TCP port bound in `prepare()`, and the Unix
+    /// socket, made now that privileges are dropped so it belongs to the service user.
+    private func openMetrics(_ p: Prepared) -> [CInt] {
+        guard p.settings.metrics.enabled else { return [] }
+        var fds = p.metricsListener.map { [$0] } ?? []
+        do {
+            fds.append(try LocalSocket.listen(path: metricsSocket, mode: 0o660, kind: .stream).rawValue)
+        } catch {
+            p.logger.error("metrics: \(error); metrics are served \(fds.isEmpty ? "nowhere" : "only on \(p.settings.metrics.tcpEndpoint ?? "")")")
+        }
+        let places = [p.settings.metrics.tcpEndpoint, fds.count > (p.metricsListener == nil ? 0 : 1) ? "unix:\(metricsSocket)" : nil].compactMap { $0 }
+        if !places.isEmpty { p.logger.info("metrics (Prometheus text format) at \(places.joined(separator: " and "))") }
+        return fds
+    }
+
     /// --single-process: the server and the memory in this process, as before privilege separation.
-    private func serveHere(_ p: Prepared, settings: S7Configuration, signals: SignalWaiter, threads: Int,
+    private func serveHere(_ p: Prepared, settings: S7Configuration, signals: SignalWaiter, threads: Int, metrics: [CInt],
                            reload: () -> (String, String)?, updated: (S7Configuration) -> Void) async throws {
         let logger = p.logger
         let memory = try FlatMemory(settings.memory)
         var server: S7Server?
-        if let fd = p.listener {
-            let started = S7Server(settings: WorkerRole.serverSettings(settings), session: settings.sessionConfiguration(clock: localClock),
-                                   memory: memory, logger: logger, threads: threads)
-            let bound = try await started.start(listeningOn: fd)
-            server = started
+        if p.listener != nil || !metrics.isEmpty {
+            server = S7Server(settings: WorkerRole.serverSettings(settings), session: settings.sessionConfiguration(clock: localClock),
+                              memory: memory, logger: logger, threads: threads, metrics: metrics.isEmpty ? nil : ServerMetrics())
+        }
+        if let fd = p.listener, let server {
+            let bound = try await server.start(listeningOn: fd)
             logger.info("listening on \(settings.server.endpoint) (bound \(bound.map { "\($0)" } ?? "?")) in one process, max \(settings.server.maxClients) clients, PDU up to \(settings.server.pduSize) bytes")
         }
+        for fd in metrics { try await server?.startMetrics(listeningOn: fd) }
         while true {
             let signal = await signals.wait()
             guard signal == SIGHUP else {

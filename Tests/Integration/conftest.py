@@ -196,17 +196,18 @@ def start_server(tmp_path, request):
     handles = []
     request.node._s7commd_handles = handles
 
-    def _start(pdu_size: int = 480, env=None, server_overrides=None) -> ServerHandle:
+    def _start(pdu_size: int = 480, env=None, server_overrides=None, config_overrides=None, args=()) -> ServerHandle:
         n = len(handles)
         port = free_port()
         cfg = make_config(port, pdu_size)
         cfg["server"].update(server_overrides or {})
+        cfg.update(config_overrides or {})
         cfg_path = tmp_path / f"s7commd-{n}.json"
         cfg_path.write_text(json.dumps(cfg, indent=2))
         log_path = tmp_path / f"s7commd-{n}.log"
         logf = open(log_path, "wb")
         proc = subprocess.Popen(
-            [str(binary), "run", "--config", str(cfg_path), "--pid-file", str(tmp_path / f"s7commd-{n}.pid")],
+            [str(binary), "run", "--config", str(cfg_path), "--pid-file", str(tmp_path / f"s7commd-{n}.pid"), *args],
             stdin=subprocess.DEVNULL,
             stdout=logf,
             stderr=subprocess.STDOUT,

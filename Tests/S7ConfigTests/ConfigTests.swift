@@ -233,6 +233,8 @@ struct SchemaKeyTests {
             accepted = [("\"\"", ""), ("\"\(longest)\"", longest), ("\"\(umlauts)\"", umlauts)]
         case .address:
             accepted = [("\"0.0.0.0\"", "0.0.0.0"), ("\"127.0.0.1\"", "127.0.0.1"), ("\"::1\"", "::1"), ("\"::\"", "::")]
+        case .loopbackAddress:
+            accepted = [("\"127.0.0.1\"", "127.0.0.1"), ("\"127.8.9.10\"", "127.8.9.10"), ("\"::1\"", "::1")]
         case .mappingType:
             accepted = allMappingTypes.map { ("\"\($0)\"", $0) }
         case .version:
@@ -260,6 +262,9 @@ struct SchemaKeyTests {
                        ("\"\(String(repeating: "ä", count: max / 2 + 1))\"", "(\(max + 2) bytes)")]
         case .address:
             refused = [("\"example.com\"", "\"example.com\""), ("\"256.1.1.1\"", "\"256.1.1.1\""), ("\"\"", "\"\"")]
+        case .loopbackAddress:
+            refused = [("\"0.0.0.0\"", "\"0.0.0.0\""), ("\"192.0.2.1\"", "\"192.0.2.1\""), ("\"::\"", "\"::\""),
+                       ("\"128.0.0.1\"", "\"128.0.0.1\""), ("\"localhost\"", "\"localhost\"")]
         case .mappingType:
             refused = [("\"float_memory\"", "\"float_memory\""), ("\"BOOL_INPUT\"", "\"BOOL_INPUT\""), ("\"\"", "\"\"")]
         case .version:
@@ -279,7 +284,7 @@ struct SchemaKeyTests {
         switch key.kind {
         case .bool: wrong = ["1", "\"true\""]
         case .int: wrong = ["\"5\"", "true", "1.5"]
-        case .string, .address, .mappingType, .version: wrong = ["5", "false"]
+        case .string, .address, .loopbackAddress, .mappingType, .version: wrong = ["5", "false"]
         case .object, .array: Issue.record("not scalar")
         }
         for raw in wrong {
