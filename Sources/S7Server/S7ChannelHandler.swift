@@ -42,7 +42,7 @@ final class S7ChannelHandler: ChannelInboundHandler {
         let record = ConnectionRecord(peer: peer)
         guard registry.admit(context.channel, record: record) else {
             registry.counters.refusedMaxClients.add(1, ordering: .relaxed)
-            logger.warning("refused \(peer): max_clients (\(registry.limit)) clients are connected already; raise server.max_clients or find the client that leaks connections")
+            if settings.logConnections || settings.logErrors { logger.warning("refused \(peer): max_clients (\(registry.limit)) clients are connected already; raise server.max_clients or find the client that leaks connections") }
             context.close(promise: nil)
             return
         }
@@ -60,7 +60,11 @@ final class S7ChannelHandler: ChannelInboundHandler {
         sendTimer?.cancel()
         if admitted {
             registry.remove(context.channel)
-            if settings.logConnections {
+            // A close the server decided (a timeout, bad input, a refused rack/slot) is an
+            // error event too: logged with log_errors even when log_connections is off.
+            if let reason = closeReason, !reason.hasPrefix("client disconnected") {
+                if settings.logConnections || settings.logErrors { logger.warning("client \(peer) disconnected: \(reason)") }
+            } else if settings.logConnections {
                 logger.info("client \(peer) disconnected: \(closeReason ?? "the client closed the connection")")
             }
         }

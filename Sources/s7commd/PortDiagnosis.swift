@@ -8,6 +8,8 @@ enum StartFailure: Int32 {
     case permission = 4
     case addressNotAvailable = 5
     case privileges = 6
+    case stateDirectory = 7
+    case sharedMemory = 8
 }
 
 /// Who listens on a TCP port: read from /proc/net/tcp(6) and the processes' descriptors.
@@ -93,9 +95,10 @@ enum PortHolders {
                 lines.append("Stop that process,")
             }
         }
+        let or = holders.isEmpty ? "Or" : "or"
         lines.append(setting == "server.port"
-            ? "or set server.port to a free port that the clients can be set to (s7commd config set server.port 1102)."
-            : "or set \(setting) to a free port and point the scraper at it (s7commd config set \(setting) 9102).")
+            ? "\(or) set server.port to a free port that the clients can be set to (s7commd config set server.port 1102)."
+            : "\(or) set \(setting) to a free port and point the scraper at it (s7commd config set \(setting) 9102).")
         return lines.joined(separator: " ")
     }
 }

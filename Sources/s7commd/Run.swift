@@ -139,6 +139,10 @@ struct Run: ParsableCommand {
         let files = RuntimeFiles(pidPath: pidFile, logger: logger)
         try dropPrivileges(logger)
         try? Privileges.setNonDumpable()
+        if let layout = try? PLCMemory.MemoryLayout(settings.memory) {
+            try StartChecks.stateDirectory(stateDir, layout: layout, user: user, logger: logger)
+        }
+        try StartChecks.sharedMemory(logger: logger)
         if let path, access(path, R_OK) != 0 {
             logger.warning("\(path) is not readable by uid \(getuid()) now that privileges are dropped, so a reload will fail; make it readable to the service user (e.g. chown root:\(user) and chmod 0640)")
         }

@@ -333,7 +333,8 @@ def test_control_socket_refuses_a_peer_outside_the_service_group(start_server):
         s.connect(path)
         s.send(request)
         answer = json.loads(s.recv(200000))
-    assert json.loads(answer["status"]["json"])["state"] == "listening", answer
+    # (the worker may still be starting: "restarting" is a real answer too)
+    assert json.loads(answer["status"]["json"])["endpoint"] == f"codes7://127.0.0.1:{h.port}", answer
 
     created = subprocess.run(["id", OUTSIDER], capture_output=True).returncode != 0
     if created:
@@ -386,3 +387,143 @@ def test_control_socket_refuses_a_peer_outside_the_service_group(start_server):
     finally:
         if created:
             subprocess.run(["userdel", OUTSIDER], check=False)
+
+
+RETAINED = {"db_number": 7, "size_bytes": 16, "retain": True}
+
+
+def test_state_directory_not_writable_stops_the_start(tmp_path):
+    """Started as the service user (no root) with a retained DB and a state directory it may not
+    write: nothing starts, exit status 7, and the message names the directory and the chown."""
+    import pwd
+    user = pwd.getpwnam("s7commd")
+    locked = tmp_path / "locked-state"
+    locked.mkdir(mode=0o755)  # owned by root
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    os.chown(run_dir, user.pw_uid, user.pw_gid)
+    cfg = make_config(free_port())
+    cfg["data_blocks"].append(RETAINED)
+    path = tmp_path / "retained.json"
+    path.write_text(json.dumps(cfg))
+    r = subprocess.run(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups",
+                        str(server_binary()), "run", "--config", str(path), "--pid-file", str(run_dir / "s7commd.pid"),
+                        "--state-dir", str(locked)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 7, r.stderr
+    assert f"cannot keep retained data in the state directory {locked}" in r.stderr, r.stderr
+    assert f"uid {user.pw_uid} may not write there (Permission denied)" in r.stderr, r.stderr
+    assert "DB7 is configured" in r.stderr and f"chown s7commd: {locked}" in r.stderr and "Nothing was started" in r.stderr, r.stderr
+
+    # a directory it may write: the same start gets past the check (and is stopped again)
+    os.chown(locked, user.pw_uid, user.pw_gid)
+    p = subprocess.Popen(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--init-groups",
+                          str(server_binary()), "run", "--config", str(path), "--pid-file", str(run_dir / "s7commd.pid"),
+                          "--state-dir", str(locked)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", cfg["server"]["port"]), timeout=1).close()
+                break
+            except OSError:
+                assert p.poll() is None and time.monotonic() < deadline, p.stdout.read() if p.poll() is not None else "not listening"
+                time.sleep(0.1)
+    finally:
+        p.terminate()
+        p.wait(timeout=15)
+
+
+SECCOMP_DENY_MEMFD = r"""
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+/* Runs argv[1...] with memfd_create refused (EPERM), as a strict seccomp profile would. */
+int main(int argc, char **argv) {
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_memfd_create, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+    if (argc < 2 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog)) {
+        perror("seccomp");
+        return 99;
+    }
+    execv(argv[1], argv + 1);
+    perror("execv");
+    return 98;
+}
+"""
+
+
+def test_shared_memory_unavailable_stops_the_start(tmp_path):
+    """memfd_create refused by a seccomp filter (as a container profile may do): nothing starts,
+    exit status 8, and the message says what is needed; doctor reports the same."""
+    src = tmp_path / "deny_memfd.c"
+    src.write_text(SECCOMP_DENY_MEMFD)
+    helper = tmp_path / "deny_memfd"
+    subprocess.run(["gcc", "-O1", "-o", str(helper), str(src)], check=True)
+    cfg = make_config(free_port())
+    path = tmp_path / "shm.json"
+    path.write_text(json.dumps(cfg))
+    r = subprocess.run([str(helper), str(server_binary()), "run", "--config", str(path), "--pid-file", str(tmp_path / "run" / "s7commd.pid"),
+                        "--state-dir", str(tmp_path / "state")], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 8, r.stdout + r.stderr
+    assert "cannot create the shared PLC memory segment" in r.stderr and "memfd_create" in r.stderr, r.stderr
+    assert "Operation not permitted" in r.stderr and "allow memfd_create" in r.stderr and "Nothing was started" in r.stderr, r.stderr
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", cfg["server"]["port"])) != 0, "nothing may listen after the refused start"
+
+    d = subprocess.run([str(helper), str(server_binary()), "doctor", "--config", str(path), "--pid-file", str(tmp_path / "run" / "s7commd.pid"),
+                        "--state-dir", str(tmp_path / "state"), "--json"], capture_output=True, text=True, timeout=30)
+    assert d.returncode == 1
+    shm = next(c for c in json.loads(d.stdout) if c["check"] == "shared memory")
+    assert shm["status"] == "problem" and "Operation not permitted" in shm["detail"], shm
+
+
+def test_logging_switches_are_honoured(start_server):
+    """logging.log_connections, log_errors and log_data_access each switch their own lines."""
+    quiet = start_server(server_overrides={"ping_timeout_ms": 400},
+                         config_overrides={"logging": {"log_connections": False, "log_errors": True, "log_data_access": True}})
+    c = snap7.client.Client()
+    c.connect(quiet.host, 0, 1, tcp_port=quiet.port)
+    c.db_read(1, 0, 4)
+    c.db_write(1, 0, bytearray(b"\x00\x01"))
+    try:
+        c.plc_stop()
+    except RuntimeError:
+        pass
+    time.sleep(1.0)  # past ping_timeout_ms: the server drops the idle client
+    c.disconnect()
+    deadline = time.monotonic() + 5
+    while "disconnected: no request for" not in quiet.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = quiet.log()
+    assert " read DB1.DBB0" in log or " read DB1" in log, log          # log_data_access
+    assert " wrote DB1" in log, log
+    assert "refused: PLC control is not allowed" in log, log            # log_errors
+    assert "disconnected: no request for 400 ms (server.ping_timeout_ms)" in log, log  # a drop is an error event
+    assert " connected (" not in log and "set up communication" not in log and "opened an ISO connection" not in log, log
+
+    chatty = start_server(config_overrides={"logging": {"log_connections": True, "log_errors": False, "log_data_access": False}})
+    c = snap7.client.Client()
+    c.set_param(snap7.type.Parameter.PDURequest, 960)
+    c.connect(chatty.host, 0, 1, tcp_port=chatty.port)
+    c.db_read(1, 0, 4)
+    try:
+        c.plc_stop()
+    except RuntimeError:
+        pass
+    c.disconnect()
+    deadline = time.monotonic() + 5
+    while "disconnected: " not in chatty.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = chatty.log()
+    assert " connected (" in log and "proposed PDU 960, agreed 480" in log and "disconnected: " in log, log
+    assert "refused: PLC control" not in log and " read DB1" not in log, log
