@@ -50,10 +50,17 @@ public enum LocalSocket {
             let e = errno
             close(fd)
             let hint = e == ENOENT || e == ECONNREFUSED ? ": is `s7commd run` running? (its memory process listens there)"
-                : e == EACCES ? ": permission denied; run as root or as a member of the service user's group" : ""
+                : e == EACCES ? " (only root, the service user and members of its group \(Self.serviceGroupName(of: path)) may use it: run with sudo, or join the group with `sudo adduser $USER \(Self.serviceGroupName(of: path))` and log in again)" : ""
             throw RuntimeError("cannot connect to \(path): \(String(cString: strerror(e)))\(hint)")
         }
         return SystemPackage.FileDescriptor(rawValue: fd)
+    }
+
+    /// The group that owns the socket file at `path` (the service user's), by name.
+    static func serviceGroupName(of path: String) -> String {
+        var st = stat()
+        guard stat(path, &st) == 0, let group = getgrgid(st.st_gid) else { return "s7commd" }
+        return String(cString: group.pointee.gr_name)
     }
 
     public static func accept(_ listener: SystemPackage.FileDescriptor) throws -> SystemPackage.FileDescriptor {

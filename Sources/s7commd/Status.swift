@@ -179,7 +179,7 @@ extension Status {
         if let problem = live.workerProblem { print("clients and counters: unavailable — \(problem)") }
         guard let server = live.server else { return }
         let c = server.counters
-        print("counters: requests \(c.requestsTotal), refused over max_clients \(c.refusedMaxClients), dropped by timeout idle \(c.droppedIdle) / receive \(c.droppedReceive) / send \(c.droppedSend), closed for bad input \(c.closedBadInput), refused connections (rack/slot) \(c.refusedConnections)")
+        print("counters: requests \(c.requestsTotal) (errors: \(c.refusedRequests) refused, \(c.pduOverruns) over the PDU), bytes in \(c.bytesReceived) / out \(c.bytesSent), connections \(c.connectionsAccepted), refused over max_clients \(c.refusedMaxClients), dropped by timeout idle \(c.droppedIdle) / receive \(c.droppedReceive) / send \(c.droppedSend), closed for bad input \(c.closedBadInput), refused connections (rack/slot) \(c.refusedConnections)")
         print("clients: \(server.clients.count) of max \(server.maxClients)")
         guard !server.clients.isEmpty else { return }
         var rows = [["PEER", "SINCE", "TYPE/RACK/SLOT", "PDU PROPOSED→AGREED", "REQUESTS", "ERRORS"]]

@@ -383,7 +383,7 @@ def test_control_socket_refuses_a_peer_outside_the_service_group(start_server):
         said = r.stdout + r.stderr
         assert "the control socket did not answer" in said, said
         assert f"cannot connect to {path}: Permission denied" in said, said
-        assert "run as root or as a member of the service user's group" in said, said
+        assert "only root, the service user and members of its group s7commd may use it" in said and "sudo adduser $USER s7commd" in said, said
     finally:
         if created:
             subprocess.run(["userdel", OUTSIDER], check=False)
