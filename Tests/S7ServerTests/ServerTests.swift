@@ -62,10 +62,11 @@ struct EmbeddedHandlerTests {
     }
 
     func harness(registry: ConnectionRegistry = ConnectionRegistry(limit: 4), logs: LogStore = LogStore(),
-                 settings: ServerSettings = ServerSettings(maxClients: 4), port: Int = 40000) throws -> Harness {
+                 settings: ServerSettings = ServerSettings(maxClients: 4), port: Int = 40000,
+                 metrics: ServerMetrics? = nil) throws -> Harness {
         let logger = Logger(label: "test") { _ in CapturingLogHandler(store: logs) }
         let handler = S7ChannelHandler(session: S7Session(configuration: SessionConfiguration(), memory: try testMemory()),
-                                       settings: settings, registry: registry, logger: logger)
+                                       settings: settings, registry: registry, logger: logger, latency: metrics?.latency)
         let channel = EmbeddedChannel(handler: handler)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: port)).wait()
         return Harness(channel: channel, logs: logs)
@@ -133,6 +134,51 @@ struct EmbeddedHandlerTests {
         #expect(d.channel.isActive)
         #expect(try exchange(d.channel, connectRequest) == connectConfirm)
         for h in [b, d] { _ = try? h.channel.finish() }
+    }
+
+    /// The metrics carry exactly what the handler counted; a second scrape with no traffic
+    /// changes nothing, and restart counts only ever add what is new.
+    @Test func metricsRenderTheCountersOnce() throws {
+        let registry = ConnectionRegistry(limit: 1)
+        let metrics = ServerMetrics()
+        let a = try harness(registry: registry, port: 40021, metrics: metrics)
+        let refused = try harness(registry: registry, port: 40022, metrics: metrics)
+        #expect(!refused.channel.isActive)
+        func values() -> [String: String] {
+            let text = String(decoding: metrics.render(registry.snapshot()), as: UTF8.self)
+            var out: [String: String] = [:]
+            for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+                let parts = line.split(separator: " ")
+                out[String(parts[0])] = String(parts[1])
+            }
+            return out
+        }
+        #expect(values()["s7commd_requests_total"] == "0")
+        #expect(try exchange(a.channel, connectRequest) == connectConfirm)
+        #expect(try exchange(a.channel, setupRequest) == setupAnswer)
+        #expect(try exchange(a.channel, readRequest + readRequest) == readAnswer + readAnswer)
+        for _ in 0..<2 {
+            let v = values()
+            #expect(v["s7commd_requests_total"] == "2")
+            #expect(v["s7commd_received_bytes_total"] == "\(connectRequest.count + setupRequest.count + 2 * readRequest.count)")
+            #expect(v["s7commd_sent_bytes_total"] == "\(connectConfirm.count + setupAnswer.count + 2 * readAnswer.count)")
+            #expect(v["s7commd_clients"] == "1.0" && v["s7commd_max_clients"] == "1.0")
+            #expect(v["s7commd_connections_total"] == "1")
+            #expect(v["s7commd_connections_refused_total{reason=\"max_clients\"}"] == "1")
+            #expect(v["s7commd_request_errors_total{kind=\"refused\"}"] == "0")
+            // one read answered both requests: one observation, inside the buckets
+            #expect(v["s7commd_request_duration_seconds_count"] == "1")
+            #expect(v["s7commd_request_duration_seconds_bucket{le=\"1.0\"}"] == "1")
+            #expect(v["s7commd_child_restarts_total{child=\"worker\"}"] == "0")
+        }
+        metrics.setRestarts(["worker": 2, "memory": 0])
+        metrics.setRestarts(["worker": 2, "memory": 1, "unknown": 5])
+        let v = values()
+        #expect(v["s7commd_child_restarts_total{child=\"worker\"}"] == "2")
+        #expect(v["s7commd_child_restarts_total{child=\"memory\"}"] == "1")
+        #expect(!v.keys.contains { $0.contains("unknown") })
+        try a.channel.close().wait()
+        #expect(values()["s7commd_clients"] == "0.0")
     }
 
     @Test func snapshotKeepsEachClientAndTheCounters() throws {
