@@ -4,6 +4,7 @@ The tests run the real server binary: `$S7COMMD_BIN run --config FILE`
 (default: <repo>/.build/debug/s7commd). A missing binary is a test failure,
 never a skip.
 """
+import contextlib
 import copy
 import json
 import os
@@ -155,6 +156,32 @@ def _wait_accepting(handle: ServerHandle, timeout: float):
         f"s7commd did not accept connections on {handle.host}:{handle.port} within "
         f"{timeout}s; log:\n{handle.log()[-6000:]}"
     )
+
+
+def socket_inodes(pid):
+    """The socket inodes among a process's descriptors (/proc/PID/fd)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+@contextlib.contextmanager
+def port_held_by_another_process(port):
+    """A python3 process listening on 127.0.0.1:port until the block ends; yields it."""
+    holder = subprocess.Popen(["python3", "-c", f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); print('ready', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 SERVICE_USER = "s7commd"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import snap7
 
-from conftest import HOST, free_port, make_config, server_binary
+from conftest import HOST, free_port, make_config, port_held_by_another_process, server_binary
 
 
 def run_once(tmp_path, cfg, *extra):
@@ -22,18 +22,12 @@ def run_once(tmp_path, cfg, *extra):
 
 def test_port_in_use_names_the_holder(tmp_path):
     port = free_port()
-    holder = subprocess.Popen(["python3", "-c", f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1', {port})); s.listen(); print('ready', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "ready"
+    with port_held_by_another_process(port) as holder:
         r = run_once(tmp_path, make_config(port))
         assert r.returncode == 3, r.stderr
         assert f"cannot listen on 127.0.0.1:{port}" in r.stderr
         assert f"held by pid {holder.pid}" in r.stderr and "python3 -c" in r.stderr, r.stderr
         assert "server.port" in r.stderr and "Nothing was started" in r.stderr
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_address_not_on_this_host_lists_the_host_addresses(tmp_path):

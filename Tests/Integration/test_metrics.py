@@ -16,7 +16,7 @@ from pathlib import Path
 import snap7
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import free_port, make_config, server_binary
+from conftest import free_port, make_config, port_held_by_another_process, server_binary, socket_inodes
 
 
 def samples(text):
@@ -54,15 +54,7 @@ def http_over_unix(path, request: bytes) -> bytes:
 
 def listening_ports(pids):
     """TCP ports in LISTEN state held by any of `pids` (from /proc, as a technician's ss would)."""
-    inodes = set()
-    for pid in pids:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                target = os.readlink(fd)
-            except OSError:
-                continue
-            if target.startswith("socket:["):
-                inodes.add(target[8:-1])
+    inodes = set().union(*(socket_inodes(pid) for pid in pids))
     ports = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
@@ -214,10 +206,7 @@ def test_metrics_in_single_process_mode(start_server):
 
 def test_a_taken_metrics_port_is_explained(tmp_path):
     mport = free_port()
-    holder = subprocess.Popen(["python3", "-c", f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1', {mport})); s.listen(); print('ready', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "ready"
+    with port_held_by_another_process(mport) as holder:
         cfg = make_config(free_port())
         cfg["metrics"] = {"enabled": True, "port": mport}
         path = tmp_path / "metrics.json"
@@ -235,9 +224,6 @@ def test_a_taken_metrics_port_is_explained(tmp_path):
         checks = json.loads(d.stdout)
         metrics = next(c for c in checks if c["check"] == f"metrics port 127.0.0.1:{mport}")
         assert metrics["status"] == "problem" and f"held by pid {holder.pid}" in metrics["detail"], metrics
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_metrics_may_not_listen_beyond_loopback(tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import snap7
 
-from conftest import HOST, SERVICE_USER, ServerHandle, _wait_accepting, free_port, make_config, server_binary
+from conftest import HOST, SERVICE_USER, ServerHandle, _wait_accepting, free_port, make_config, server_binary, socket_inodes
 
 CAP_SETS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
 
@@ -55,18 +55,6 @@ def roles(supervisor_pid, timeout=10):
             return found
         time.sleep(0.05)
     raise AssertionError(f"children of {supervisor_pid} not found: {children_of(supervisor_pid)}")
-
-
-def socket_inodes(pid):
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    return inodes
 
 
 def listening_inode(port):
