@@ -73,6 +73,7 @@ public final class Supervisor: @unchecked Sendable {
     private let listening: SystemPackage.FileDescriptor?
     /// The metrics sockets (a loopback TCP port, the Unix socket), handed to each worker.
     private let metricsListeners: [SystemPackage.FileDescriptor]
+    private let metricsEndpoints: [String]
     private let logger: Logger
     private var memfd: SystemPackage.FileDescriptor?
     private var children: [Role: Child] = [:]
@@ -94,10 +95,12 @@ public final class Supervisor: @unchecked Sendable {
     private var nextStatusID = 0
 
     public init(executable: String, childArguments: [String], memoryArguments: [String] = [], configuration: String,
-                listening: SystemPackage.FileDescriptor?, metricsListeners: [SystemPackage.FileDescriptor] = [], logger: Logger,
+                listening: SystemPackage.FileDescriptor?, metricsListeners: [SystemPackage.FileDescriptor] = [],
+                metricsEndpoints: [String] = [], logger: Logger,
                 endpoint: String = "", controlSocket: String? = nil,
                 reload: @escaping () -> (String, String)?) {
         self.metricsListeners = metricsListeners
+        self.metricsEndpoints = metricsEndpoints
         self.endpoint = endpoint
         self.controlSocket = controlSocket
         self.executable = executable
@@ -245,7 +248,7 @@ public final class Supervisor: @unchecked Sendable {
         let kids = [Role.worker, .memory].map {
             SupervisorStatus.Child(role: $0.rawValue, pid: children[$0]?.pid, started: children[$0]?.started, restarts: restarts[$0] ?? 0)
         }
-        return SupervisorStatus(pid: getpid(), state: state, endpoint: endpoint, startedAt: startedAt,
+        return SupervisorStatus(pid: getpid(), state: state, endpoint: endpoint, metrics: metricsEndpoints, startedAt: startedAt,
                                 uptimeSeconds: Date().timeIntervalSince(startedAt), children: kids, server: server,
                                 workerProblem: problem).encoded()
     }

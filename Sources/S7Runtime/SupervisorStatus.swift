@@ -16,6 +16,8 @@ public struct SupervisorStatus: Codable, Equatable, Sendable {
     /// "disabled" (server.enabled false, no listener), "listening", or "restarting" (a child is down).
     public var state: String
     public var endpoint: String
+    /// Where metrics are served (`http://127.0.0.1:9102/metrics`, `unix:/run/s7commd/metrics.sock`); empty when off.
+    public var metrics: [String]?
     public var startedAt: Date
     public var uptimeSeconds: Double
     public var children: [Child]

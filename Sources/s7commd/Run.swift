@@ -225,7 +225,7 @@ struct Run: ParsableCommand {
         files.publish(state)
         defer { files.remove() }
         let threadCount = threads ?? max(1, System.coreCount / 2)
-        let metricsListeners = openMetrics(p)
+        let (metricsListeners, metricsPlaces) = openMetrics(p)
         defer { if settings.metrics.enabled { unlink(metricsSocket) } }
 
         /// Re-reads the file on SIGHUP: the new text for the children and a line for the log.
@@ -273,7 +273,7 @@ struct Run: ParsableCommand {
             executable: executable, childArguments: ["--log-level", logLevel, "--threads", String(threadCount)],
             memoryArguments: ["--state-dir", stateDir, "--socket", memorySocket],
             configuration: p.text, listening: p.listener.map { SystemPackage.FileDescriptor(rawValue: $0) },
-            metricsListeners: metricsListeners.map { SystemPackage.FileDescriptor(rawValue: $0) }, logger: logger,
+            metricsListeners: metricsListeners.map { SystemPackage.FileDescriptor(rawValue: $0) }, metricsEndpoints: metricsPlaces, logger: logger,
             endpoint: settings.server.endpoint,
             controlSocket: StatusClient.socketPath(runtimeDirectory: URL(fileURLWithPath: pidFile).deletingLastPathComponent().path),
             reload: reloadFile)
@@ -292,8 +292,8 @@ struct Run: ParsableCommand {
 
     /// The metrics sockets the worker serves: the TCP port bound in `prepare()`, and the Unix
     /// socket, made now that privileges are dropped so it belongs to the service user.
-    private func openMetrics(_ p: Prepared) -> [CInt] {
-        guard p.settings.metrics.enabled else { return [] }
+    private func openMetrics(_ p: Prepared) -> (fds: [CInt], places: [String]) {
+        guard p.settings.metrics.enabled else { return ([], []) }
         var fds = p.metricsListener.map { [$0] } ?? []
         do {
             fds.append(try LocalSocket.listen(path: metricsSocket, mode: 0o660, kind: .stream).rawValue)
@@ -302,7 +302,7 @@ struct Run: ParsableCommand {
         }
         let places = [p.settings.metrics.tcpEndpoint, fds.count > (p.metricsListener == nil ? 0 : 1) ? "unix:\(metricsSocket)" : nil].compactMap { $0 }
         if !places.isEmpty { p.logger.info("metrics (Prometheus text format) at \(places.joined(separator: " and "))") }
-        return fds
+        return (fds, places)
     }
 
     /// --single-process: the server and the memory in this process, as before privilege separation.

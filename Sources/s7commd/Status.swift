@@ -64,6 +64,8 @@ struct Status: ParsableCommand {
         var pid: Int32?
         var configuration: String?
         var endpoint: String?
+        /// Where metrics are served; empty when metrics.enabled is false.
+        var metrics: [String]?
         var enabled: Bool?
         var listening: Bool?
         var pendingLive: [String]
@@ -124,6 +126,7 @@ struct Status: ParsableCommand {
                 report.source = "control socket"
                 report.state = live.state
                 report.endpoint = live.endpoint
+                report.metrics = live.metrics ?? []
                 report.uptimeSeconds = live.uptimeSeconds
                 report.children = live.children
                 report.counters = live.server?.counters
@@ -170,6 +173,7 @@ extension Status {
         }
         print("state: \(stateLine)")
         print("endpoint: \(live.endpoint) — clients use this host's IP address, the port, a rack and a slot")
+        print("metrics: \(live.metrics.map { $0.isEmpty ? "off (metrics.enabled false)" : $0.joined(separator: ", ") } ?? "off (metrics.enabled false)")")
         print("uptime: \(Self.duration(live.uptimeSeconds))")
         for child in live.children {
             let pid = child.pid.map { "pid \($0)" } ?? "not running"

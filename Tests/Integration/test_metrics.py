@@ -82,6 +82,7 @@ def test_metrics_are_off_by_default(start_server):
     assert not (run_dir / "metrics.sock").exists()
     assert listening_ports(processes(h)) == {h.port}, "with metrics off, s7commd listens on the S7 port only"
     assert "metrics" not in h.log()
+    assert status_json(h)["metrics"] == []
 
 
 def test_metrics_over_a_loopback_port_count_what_clients_did(start_server):
@@ -90,6 +91,11 @@ def test_metrics_over_a_loopback_port_count_what_clients_did(start_server):
                      config_overrides={"metrics": {"enabled": True, "port": mport}})
     assert f"metrics (Prometheus text format) at http://127.0.0.1:{mport}/metrics" in h.log(), h.log()
     assert listening_ports(processes(h)) == {h.port, mport}
+    run_dir = Path(h.log_path).parent
+    assert status_json(h)["metrics"] == [f"http://127.0.0.1:{mport}/metrics", f"unix:{run_dir}/metrics.sock"]
+    human = subprocess.run([str(server_binary()), "status", "--pid-file", str(run_dir / f"{Path(h.log_path).stem}.pid")],
+                           capture_output=True, text=True, timeout=30).stdout
+    assert f"metrics: http://127.0.0.1:{mport}/metrics, unix:{run_dir}/metrics.sock" in human, human
 
     before = samples(scrape_tcp(mport))
     assert value(before, "s7commd_requests_total") == 0
