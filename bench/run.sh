@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# s7commd benchmark: s7commd vs the snap7 C server vs a bare loopback floor.
+# s7commd benchmark: s7commd vs the snap7 C server vs a bare loopback floor
+# (optionally also s7commd with its Prometheus metrics on and scraped once a second).
 #
 #   bench/run.sh
 #
 # Environment (all optional):
 #   BENCH_SECONDS=5           measured seconds per run (plus 0.5 s warm-up)
 #   BENCH_MODES="read write"  BENCH_SIZES="4 200"  BENCH_CONNS="1 4 32"
-#   BENCH_SERVERS="floor snap7 s7commd"   subset of the columns to run
+#   BENCH_SERVERS="floor snap7 s7commd"   subset of the columns to run; add s7commd-metrics
+#                             for the same s7commd with "metrics": {"enabled": true, "port": P},
+#                             scraped (GET http://127.0.0.1:P/metrics) once a second during each run
 #   BENCH_IDLE_CONNS=1024     connections for the idle RSS test (0 = skip it)
 #   BENCH_ROUNDS=2            rounds over the whole matrix; the table shows the best round
 #                             (highest rps) of each cell, raw results keep every round
@@ -40,6 +43,9 @@ ENVLINE=$(env | grep -E '^BENCH_' | sort | tr '\n' ' ')
 
 mkdir -p "$OUT" "$BIN"
 WORK=$(mktemp -d /tmp/s7bench.XXXXXX)
+# s7commd's supervisor runs as the user s7commd when started as root: it must be
+# able to reach and re-read its configuration, pid-file directory and state directory.
+chmod 0755 "$WORK"
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS="$OUT/results-$STAMP.jsonl"
 : >"$RESULTS"
@@ -49,13 +55,23 @@ EXIT=0
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
+children_of() { # pid -> child pids (s7commd's supervisor: its S7 worker and memory process)
+    cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | grep -E '^[0-9]+$' || true
+}
+
 cleanup() {
-    local p
+    local p c all=()
+    # Collect s7commd's children before their supervisor goes away.
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] || continue
+        all+=("$p")
+        for c in $(children_of "$p"); do all+=("$c"); done
+    done
     for p in "${PIDS[@]:-}"; do
         [ -n "$p" ] && kill "$p" 2>/dev/null
     done
     sleep 0.3
-    for p in "${PIDS[@]:-}"; do
+    for p in "${all[@]:-}"; do
         [ -n "$p" ] && kill -9 "$p" 2>/dev/null
     done
     wait 2>/dev/null
@@ -65,6 +81,7 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 has_server() { [[ " $SERVERS " == *" $1 "* ]]; }
+has_s7commd() { has_server s7commd || has_server s7commd-metrics; }
 
 # Many connections: server and client inherit this limit.
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -89,7 +106,7 @@ fi
 # ---------------------------------------------------------------- s7commd
 S7BIN="$ROOT/.build/release/s7commd"
 S7_OK=0
-if has_server s7commd || [ "$IDLE_CONNS" -gt 0 ]; then
+if has_s7commd || [ "$IDLE_CONNS" -gt 0 ]; then
     if [ "${BENCH_SKIP_BUILD:-0}" = 1 ]; then
         log "BENCH_SKIP_BUILD=1: using existing $S7BIN"
         if [ -x "$S7BIN" ]; then S7_OK=1; S7_STATUS="prebuilt (BENCH_SKIP_BUILD=1)"; else S7_STATUS="BENCH_SKIP_BUILD=1 but $S7BIN missing"; fi
@@ -114,6 +131,36 @@ if has_server s7commd || [ "$IDLE_CONNS" -gt 0 ]; then
     fi
 fi
 
+# ---------------------------------------------------------------- metrics scraper
+HTTP_CLIENT=none
+if has_server s7commd-metrics; then
+    if command -v curl >/dev/null 2>&1; then HTTP_CLIENT=curl; else HTTP_CLIENT=python3; fi
+    log "s7commd-metrics: scraping with $HTTP_CLIENT"
+fi
+
+scrape_once() { # url file -> 0 when the answer is 200 and holds s7commd_requests_total
+    rm -f "$2"
+    if [ "$HTTP_CLIENT" = curl ]; then
+        curl -sf --noproxy '*' --max-time 2 -o "$2" "$1" || return 1
+    else
+        python3 - "$1" "$2" <<'EOF' || return 1
+import sys, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
+with opener.open(sys.argv[1], timeout=2) as r:
+    if r.status != 200: sys.exit(1)
+    open(sys.argv[2], "wb").write(r.read())
+EOF
+    fi
+    grep -q '^s7commd_requests_total' "$2"
+}
+
+scrape_loop() { # url tally_file: one scrape a second ("ok" or "fail" per line in tally_file) until killed
+    while :; do
+        if scrape_once "$1" "$WORK/scrape.txt"; then echo ok; else echo fail; fi >>"$2"
+        sleep 1
+    done
+}
+
 # ---------------------------------------------------------------- helpers
 free_ports() { # prints N free loopback ports
     python3 - "$1" <<'EOF'
@@ -135,14 +182,30 @@ wait_port() { # port pid timeout_s
     return 1
 }
 
-write_config() { # file port max_clients
+write_config() { # file port max_clients [metrics_port]
+    local metrics=""
+    [ -n "${4:-}" ] && metrics=",
+ \"metrics\": {\"enabled\": true, \"port\": $4}"
     cat >"$1" <<EOF
 {"server": {"enabled": true, "bind_address": "$HOST", "port": $2, "max_clients": $3, "pdu_size": 480},
  "plc_identity": {"name": "bench"},
  "data_blocks": [{"db_number": 1, "description": "bench", "size_bytes": 1024}],
  "system_areas": {"pe_area": {"enabled": true, "size_bytes": 1024}, "pa_area": {"enabled": true, "size_bytes": 1024}, "mk_area": {"enabled": true, "size_bytes": 1024}},
- "logging": {"log_connections": false, "log_data_access": false, "log_errors": true}}
+ "logging": {"log_connections": false, "log_data_access": false, "log_errors": true}$metrics}
 EOF
+    chmod 0644 "$1"
+}
+
+# s7commd's supervisor opens the listener before its S7 worker serves, so a TCP
+# connect proves nothing: wait for a real handshake and one read.
+wait_serving() { # port pid timeout_s
+    local i
+    for ((i = 0; i < $3 * 5; i++)); do
+        kill -0 "$2" 2>/dev/null || return 1
+        if timeout 5 "$BIN/s7load" -m read -H "$HOST" -p "$1" -k 1 -n 4 -d 0.1 -w 0 >/dev/null 2>&1; then return 0; fi
+        sleep 0.2
+    done
+    return 1
 }
 
 start_floor() { # port -> sets FLOOR_PID
@@ -155,17 +218,35 @@ start_snap7() { # port -> sets SNAP7_PID
     SNAP7_PID=$!; PIDS+=("$SNAP7_PID")
     wait_port "$1" "$SNAP7_PID" 20
 }
-start_s7commd() { # port max_clients tag -> sets S7_PID
-    write_config "$WORK/s7commd-$3.json" "$1" "$2"
-    "$S7BIN" run --config "$WORK/s7commd-$3.json" ${BENCH_S7COMMD_ARGS:-} >"$WORK/s7commd-$3.log" 2>&1 &
+start_s7commd() { # port max_clients tag [metrics_port] -> sets S7_PID
+    # Each instance gets its own pid file (control, memory and metrics sockets go beside
+    # it) and state directory, so that two can run side by side.
+    mkdir -p "$WORK/run-$3" "$WORK/state-$3"
+    write_config "$WORK/s7commd-$3.json" "$1" "$2" "${4:-}"
+    "$S7BIN" run --config "$WORK/s7commd-$3.json" --pid-file "$WORK/run-$3/s7commd.pid" --state-dir "$WORK/state-$3" \
+        ${BENCH_S7COMMD_ARGS:-} >"$WORK/s7commd-$3.log" 2>&1 &
     S7_PID=$!; PIDS+=("$S7_PID")
-    wait_port "$1" "$S7_PID" 20
+    wait_serving "$1" "$S7_PID" 30
 }
-stop_pid() { kill "$1" 2>/dev/null; for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done; kill -9 "$1" 2>/dev/null; }
+proc_role() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | awk '{print ($2 ~ /^__/) ? $2 : "main"}'; }
+worker_of() { local c; for c in $(children_of "$1"); do [ "$(proc_role "$c")" = __worker ] && echo "$c"; done; }
+stop_pid() { # pid (and, for s7commd's supervisor, its children)
+    local all p
+    all="$1 $(children_of "$1")"
+    kill "$1" 2>/dev/null
+    for _ in $(seq 1 50); do
+        local alive=0
+        for p in $all; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && return 0
+        sleep 0.1
+    done
+    for p in $all; do kill -9 "$p" 2>/dev/null; done
+}
 
-read -r P_FLOOR P_SNAP7 P_S7 P_S7IDLE <<<"$(free_ports 4)"
+read -r P_FLOOR P_SNAP7 P_S7 P_S7IDLE P_S7M P_S7M_HTTP <<<"$(free_ports 6)"
+METRICS_URL="http://$HOST:$P_S7M_HTTP/metrics"
 
-ALIVE_floor=0; ALIVE_snap7=0; ALIVE_s7commd=0
+ALIVE_floor=0; ALIVE_snap7=0; ALIVE_s7commd=0; ALIVE_s7commd_metrics=0
 if has_server floor; then
     if start_floor "$P_FLOOR"; then ALIVE_floor=1; log "floor_server on $HOST:$P_FLOOR (pid $FLOOR_PID)"; else log "floor_server failed to start"; EXIT=1; fi
 fi
@@ -174,42 +255,84 @@ if has_server snap7; then
 fi
 if has_server s7commd && [ "$S7_OK" = 1 ]; then
     if start_s7commd "$P_S7" 64 bench; then
-        ALIVE_s7commd=1; log "s7commd on $HOST:$P_S7 (pid $S7_PID)"
+        ALIVE_s7commd=1; S7_MAIN_PID=$S7_PID; S7_WORKER=$(worker_of "$S7_PID")
+        log "s7commd on $HOST:$P_S7 (pid $S7_PID, S7 worker ${S7_WORKER:-none})"
     else
         S7_STATUS="$S7_STATUS; FAILED TO START (see log below)"
         log "s7commd failed to start:"; tail -n 20 "$WORK/s7commd-bench.log" >&2; EXIT=3
     fi
 fi
+S7M_STATUS="not run"
+if has_server s7commd-metrics && [ "$S7_OK" = 1 ]; then
+    if start_s7commd "$P_S7M" 64 metrics "$P_S7M_HTTP"; then
+        S7M_PID=$S7_PID; S7M_WORKER=$(worker_of "$S7_PID")
+        for ((i = 0; i < 50; i++)); do scrape_once "$METRICS_URL" "$WORK/scrape-first.txt" && break; sleep 0.2; done
+        if [ -s "$WORK/scrape-first.txt" ]; then
+            ALIVE_s7commd_metrics=1
+            S7M_STATUS="metrics on, $METRICS_URL scraped once a second with $HTTP_CLIENT during each run"
+            log "s7commd-metrics on $HOST:$P_S7M (pid $S7M_PID, S7 worker ${S7M_WORKER:-none}), $METRICS_URL answers ($(grep -c '^s7commd_' "$WORK/scrape-first.txt") samples)"
+        else
+            S7M_STATUS="FAILED: $METRICS_URL did not answer with metrics"
+            log "s7commd-metrics: $METRICS_URL did not answer with metrics:"; tail -n 20 "$WORK/s7commd-metrics.log" >&2; EXIT=3
+        fi
+    else
+        S7M_STATUS="FAILED TO START"
+        log "s7commd-metrics failed to start:"; tail -n 20 "$WORK/s7commd-metrics.log" >&2; EXIT=3
+    fi
+fi
+SCRAPES_OK=0; SCRAPES_FAILED=0
 
 # ---------------------------------------------------------------- load runs
 run_one() { # server mode n k round
-    local server=$1 mode=$2 n=$3 k=$4 round=$5 port pid lmode=$2 out rc
+    local server=$1 mode=$2 n=$3 k=$4 round=$5 port pid worker="" lmode=$2 out rc
     case $server in
     floor) port=$P_FLOOR; pid=${FLOOR_PID:-}; [ "$mode" = read ] && lmode=floor ;;
     snap7) port=$P_SNAP7; pid=${SNAP7_PID:-} ;;
-    s7commd) port=$P_S7; pid=${S7_PID:-} ;;
+    s7commd) port=$P_S7; pid=${S7_MAIN_PID:-}; worker=${S7_WORKER:-} ;;
+    s7commd-metrics) port=$P_S7M; pid=${S7M_PID:-}; worker=${S7M_WORKER:-} ;;
     esac
-    local alive_var="ALIVE_$server"
+    local alive_var="ALIVE_${server//-/_}"
     if [ "${!alive_var}" != 1 ]; then
         printf '{"server":"%s","round":%s,"mode":"%s","n":%s,"k":%s,"failed":"server not running"}\n' "$server" "$round" "$mode" "$n" "$k" >>"$RESULTS"
         return
     fi
     local spin=()
     [ "$SPIN_K1" = 1 ] && [ "$k" = 1 ] && spin=(-P)
+    local scraper="" tally="$WORK/scrapes.txt" scrapes="" sok=0 sfail=0
+    if [ "$server" = s7commd-metrics ]; then
+        : >"$tally"
+        scrape_loop "$METRICS_URL" "$tally" &
+        scraper=$!; PIDS+=("$scraper")
+    fi
     out=$(timeout $((${D%.*} + 60)) "$BIN/s7load" "${spin[@]}" -m "$lmode" -H "$HOST" -p "$port" -k "$k" -n "$n" -d "$D" -T "$CTHREADS" 2>"$WORK/s7load.err")
     rc=$?
+    if [ -n "$scraper" ]; then
+        kill "$scraper" 2>/dev/null; wait "$scraper" 2>/dev/null
+        sok=$(grep -c '^ok' "$tally"); sfail=$(grep -c '^fail' "$tally")
+        SCRAPES_OK=$((SCRAPES_OK + sok)); SCRAPES_FAILED=$((SCRAPES_FAILED + sfail))
+        scrapes=$(printf '"scrapes":%s,"scrape_failures":%s,' $((sok + sfail)) "$sfail")
+        [ "$sfail" -gt 0 ] && log "!!! $server $mode N=$n K=$k: $sfail of $((sok + sfail)) scrapes of $METRICS_URL failed"
+    fi
     if [[ "$out" == "{"* ]]; then
-        printf '{"server":"%s","round":%s,"req_mode":"%s",%s\n' "$server" "$round" "$mode" "${out#\{}" >>"$RESULTS"
+        printf '{"server":"%s","round":%s,"req_mode":"%s",%s%s\n' "$server" "$round" "$mode" "$scrapes" "${out#\{}" >>"$RESULTS"
     else
         local err
         err=$(tr -d '"\\' <"$WORK/s7load.err" | tr '\n' ' ' | cut -c1-200)
         printf '{"server":"%s","round":%s,"mode":"%s","n":%s,"k":%s,"failed":"s7load rc=%s: %s"}\n' "$server" "$round" "$mode" "$n" "$k" "$rc" "$err" >>"$RESULTS"
     fi
-    log "r$round $server $mode N=$n K=$k: ${out:-FAILED rc=$rc $(head -c 200 "$WORK/s7load.err")}"
+    log "r$round $server $mode N=$n K=$k: ${out:-FAILED rc=$rc $(head -c 200 "$WORK/s7load.err")}${scraper:+ (scrapes: $sok ok, $sfail failed)}"
     if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
         log "!!! $server (pid $pid) died during $mode N=$n K=$k"
         printf -v "$alive_var" 0
         [ "$server" = s7commd ] && { S7_STATUS="$S7_STATUS; DIED during $mode N=$n K=$k"; EXIT=3; }
+        [ "$server" = s7commd-metrics ] && { S7M_STATUS="$S7M_STATUS; DIED during $mode N=$n K=$k"; EXIT=3; }
+    elif [ -n "$worker" ] && ! kill -0 "$worker" 2>/dev/null; then
+        # the supervisor restarts a dead worker; the numbers of this run include that
+        log "!!! $server: S7 worker (pid $worker) died during $mode N=$n K=$k"
+        printf '{"server":"%s","round":%s,"mode":"%s","n":%s,"k":%s,"failed":"S7 worker pid %s died during the run"}\n' "$server" "$round" "$mode" "$n" "$k" "$worker" >>"$RESULTS"
+        worker=$(worker_of "$pid")
+        if [ "$server" = s7commd ]; then S7_WORKER=$worker; else S7M_WORKER=$worker; fi
+        EXIT=3
     fi
 }
 
@@ -218,7 +341,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     for mode in $MODES; do
         for n in $SIZES; do
             for k in $CONNS; do
-                for server in floor snap7 s7commd; do
+                for server in floor snap7 s7commd s7commd-metrics; do
                     has_server "$server" && run_one "$server" "$mode" "$n" "$k" "$round"
                 done
             done
@@ -226,6 +349,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     done
 done
 log "load runs took $(($(date +%s) - T0)) s"
+has_server s7commd-metrics && log "scrapes of $METRICS_URL during the s7commd-metrics runs: $((SCRAPES_OK + SCRAPES_FAILED)), failed: $SCRAPES_FAILED"
 
 # ---------------------------------------------------------------- idle RSS
 rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null; }
@@ -244,9 +368,9 @@ idle_test() { # name pid port
     if [ "$ok" = 1 ]; then
         sleep 1
         after=$(rss_kib "$pid"); thr=$(threads_of "$pid")
-        printf '{"idle":"%s","conns":%s,"rss_before_kib":%s,"rss_kib":%s,"threads":%s}\n' \
-            "$name" "$IDLE_CONNS" "${before:-0}" "${after:-0}" "${thr:-0}" >>"$RESULTS"
-        log "idle $name: $IDLE_CONNS conns, VmRSS $before KiB -> $after KiB, threads $thr"
+        printf '{"idle":"%s","process":"%s","conns":%s,"rss_before_kib":%s,"rss_kib":%s,"threads":%s}\n' \
+            "$name" "$(proc_role "$pid")" "$IDLE_CONNS" "${before:-0}" "${after:-0}" "${thr:-0}" >>"$RESULTS"
+        log "idle $name (pid $pid, $(proc_role "$pid")): $IDLE_CONNS conns, VmRSS $before KiB -> $after KiB, threads $thr"
     else
         local err; err=$(tr -d '"\\' <"$WORK/idle-$name.err" | tr '\n' ' ' | cut -c1-200)
         printf '{"idle":"%s","conns":%s,"failed":"%s"}\n' "$name" "$IDLE_CONNS" "$err" >>"$RESULTS"
@@ -257,12 +381,15 @@ idle_test() { # name pid port
 
 if [ "$IDLE_CONNS" -gt 0 ]; then
     # stop the load-test servers first so that they do not share the machine
-    [ -n "${S7_PID:-}" ] && stop_pid "$S7_PID"
+    [ -n "${S7_MAIN_PID:-}" ] && stop_pid "$S7_MAIN_PID"
+    [ -n "${S7M_PID:-}" ] && stop_pid "$S7M_PID"
     [ -n "${FLOOR_PID:-}" ] && stop_pid "$FLOOR_PID"
     if [ "$S7_OK" = 1 ]; then
         if start_s7commd "$P_S7IDLE" "$IDLE_CONNS" idle; then
             sleep 0.5
-            idle_test s7commd "$S7_PID" "$P_S7IDLE"
+            # the S7 worker holds the connections (the supervisor only when --single-process)
+            IDLE_WORKER=$(worker_of "$S7_PID")
+            idle_test s7commd "${IDLE_WORKER:-$S7_PID}" "$P_S7IDLE"
             stop_pid "$S7_PID"
         else
             log "s7commd (max_clients $IDLE_CONNS) failed to start"; tail -n 20 "$WORK/s7commd-idle.log" >&2
@@ -315,20 +442,42 @@ L.append("- git commit: $COMMIT")
 L.append("- nproc: $(nproc); CPU: $CPU; kernel: $(uname -r)")
 L.append("- duration per run: ${D} s measured after a 0.5 s warm-up; rounds: $ROUNDS (table = best round per cell); s7load threads: $CTHREADS; client busy-polls at K=1: $([ "$SPIN_K1" = 1 ] && echo yes || echo no); closed loop, 1 outstanding request per connection")
 L.append("- s7commd: $S7_STATUS")
+if "s7commd-metrics" in "$SERVERS".split():
+    L.append("- s7commd-metrics: the same binary and configuration plus \"metrics\": {\"enabled\": true, \"port\": $P_S7M_HTTP}; $S7M_STATUS")
 L.append("- snap7: python-snap7 $SNAP7V (bundled libsnap7 C server), PDU param 480, MaxClients 1024")
 L.append("- swift: $SWIFTV")
 L.append("")
 L.append("Throughput in requests/s (rps); latency p50 / p99 in µs per request, measured in the client.")
 L.append("Ratios are s7commd rps divided by snap7 rps and by floor rps (higher is better; s7commd/floor ≤ 1).")
+with_metrics = "s7commd-metrics" in "$SERVERS".split()
+if with_metrics:
+    L.append("s7commd-metrics / s7commd: the cost of metrics on and scraped once a second (1 = no cost); s7commd-metrics/snap7 as s7commd/snap7.")
 L.append("")
-L.append("| mode | N | K | floor rps | floor p50/p99 | snap7 rps | snap7 p50/p99 | s7commd rps | s7commd p50/p99 | s7commd/snap7 | s7commd/floor |")
-L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+head = "| mode | N | K | floor rps | floor p50/p99 | snap7 rps | snap7 p50/p99 | s7commd rps | s7commd p50/p99 | s7commd/snap7 | s7commd/floor |"
+rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+if with_metrics:
+    head += " s7commd-metrics rps | s7commd-metrics p50/p99 | s7commd-metrics / s7commd | s7commd-metrics/snap7 |"
+    rule += "---:|---:|---:|---:|"
+L.append(head)
+L.append(rule)
 for mode in "$MODES".split():
     for n in [int(x) for x in "$SIZES".split()]:
         for k in [int(x) for x in "$CONNS".split()]:
             f = load.get(("floor", mode, n, k)); s = load.get(("snap7", mode, n, k)); c = load.get(("s7commd", mode, n, k))
-            L.append("| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % ((mode, n, k) + cell(f) + cell(s) + cell(c) + (ratio(c, s), ratio(c, f))))
+            row = "| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % ((mode, n, k) + cell(f) + cell(s) + cell(c) + (ratio(c, s), ratio(c, f)))
+            if with_metrics:
+                m = load.get(("s7commd-metrics", mode, n, k))
+                row += " %s | %s | %s | %s |" % (cell(m) + (ratio(m, c), ratio(m, s)))
+            L.append(row)
 L.append("")
+if with_metrics:
+    sc = [r for r in res if r.get("server") == "s7commd-metrics" and "scrapes" in r]
+    total = sum(r["scrapes"] for r in sc); failed = sum(r["scrape_failures"] for r in sc)
+    L.append("Scrapes of the metrics endpoint during the s7commd-metrics runs (all rounds): %d, failed: %d." % (total, failed))
+    for r in sc:
+        if r["scrape_failures"]:
+            L.append("- round %s %s N=%s K=%s: %d of %d scrapes failed" % (r["round"], r["req_mode"], r["n"], r["k"], r["scrape_failures"], r["scrapes"]))
+    L.append("")
 if idle:
     L.append("Idle connections: $IDLE_CONNS connections handshaken and idle; VmRSS of the server process from /proc/PID/status.")
     L.append("")
@@ -340,7 +489,8 @@ if idle:
         if "failed" in r:
             L.append("| %s | %s | FAIL: %s | | | |" % (name, r["conns"], r["failed"])); continue
         per = (r["rss_kib"] - r["rss_before_kib"]) / max(1, r["conns"])
-        L.append("| %s | %d | %.1f MiB | %.1f MiB | %.1f KiB | %d |" % (name, r["conns"], r["rss_before_kib"]/1024, r["rss_kib"]/1024, per, r["threads"]))
+        label = name + (" (S7 worker)" if r.get("process") == "__worker" else "")
+        L.append("| %s | %d | %.1f MiB | %.1f MiB | %.1f KiB | %d |" % (label, r["conns"], r["rss_before_kib"]/1024, r["rss_kib"]/1024, per, r["threads"]))
     L.append("")
     L.append("(snap7's process is a Python interpreter hosting libsnap7: its baseline includes CPython.)")
     L.append("")
