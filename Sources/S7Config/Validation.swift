@@ -15,9 +15,9 @@ public struct ConfigurationWarning: Equatable, Codable, Sendable, CustomStringCo
 struct Checker {
     var problems: [ConfigurationProblem] = []
 
-    mutating func fail(_ path: String, _ value: String, _ meaning: String? = nil) {
+    mutating func fail(_ path: String, _ value: String, _ meaning: String? = nil, allowed: String? = nil) {
         let key = ConfigSchema.key(for: path)
-        problems.append(ConfigurationProblem(keyPath: path, value: value, allowed: key?.allowed ?? "see docs/configuration.md",
+        problems.append(ConfigurationProblem(keyPath: path, value: value, allowed: allowed ?? key?.allowed ?? "see docs/configuration.md",
                                              meaning: meaning ?? key?.meaning ?? ""))
     }
 
@@ -124,7 +124,8 @@ extension S7Configuration {
         if !isLoopback(metrics.bindAddress) { c.fail("metrics.bind_address", "\"\(metrics.bindAddress)\"") }
         if metrics.enabled, metrics.port != 0, metrics.port == server.port, server.enabled,
            metrics.bindAddress == server.bindAddress || server.bindAddress == "0.0.0.0" || server.bindAddress == "::" {
-            c.fail("metrics.port", "\(metrics.port)", "the metrics port must differ from server.port (\(server.port)), which S7 clients use")
+            c.fail("metrics.port", "\(metrics.port)", "the metrics port must differ from server.port, which S7 clients use",
+                   allowed: "0-65535 except \(server.port) (server.port)")
         }
         guard c.problems.isEmpty else { throw ConfigurationError(path: path, problems: c.problems) }
         var warnings: [ConfigurationWarning] = []

@@ -327,6 +327,23 @@ struct ConfigTests {
         }
     }
 
+    /// The metrics port may not be the S7 port while both listen; off by default, loopback only.
+    @Test func metricsPortAndAddress() throws {
+        check("metrics.port", valid: ["0", "9102", "103"], invalid: ["102"]) { port in
+            #"{"server": {"enabled": true, "port": 102}, "metrics": {"enabled": true, "port": \#(port)}}"#
+        }
+        let clash = problems(#"{"server": {"enabled": true, "port": 1102}, "metrics": {"enabled": true, "port": 1102}}"#)
+        #expect(clash.first?.description.contains("allowed 0-65535 except 1102 (server.port)") == true, "\(clash)")
+        // a disabled server or disabled metrics listen on nothing: no clash
+        #expect(problems(#"{"server": {"enabled": false, "port": 102}, "metrics": {"enabled": true, "port": 102}}"#).isEmpty)
+        #expect(problems(#"{"server": {"enabled": true, "port": 102}, "metrics": {"enabled": false, "port": 102}}"#).isEmpty)
+        let defaults = try #require(parsed(#"{"server": {"enabled": false}}"#))
+        #expect(defaults.metrics == S7Configuration.Metrics(enabled: false, bindAddress: "127.0.0.1", port: 0))
+        #expect(defaults.metrics.tcpEndpoint == nil)
+        let v6 = try #require(parsed(#"{"server": {"enabled": false}, "metrics": {"enabled": true, "bind_address": "::1", "port": 9102}}"#))
+        #expect(v6.metrics.tcpEndpoint == "http://[::1]:9102/metrics")
+    }
+
     @Test func ranges() {
         check("server.port", valid: ["1", "65535"], invalid: ["0", "65536"]) { server("port", $0) }
         check("server.max_clients", valid: ["1", "1024"], invalid: ["0", "1025"]) { server("max_clients", $0) }
