@@ -112,17 +112,8 @@ EOF
     chmod 0644 "$1"
 }
 
-# Waits until the server answers a real S7 handshake and one read (for privsep the
-# listener is open before the worker serves, so a TCP connect alone proves nothing).
-wait_serving() { # port pid timeout_s
-    local i
-    for ((i = 0; i < $3 * 5; i++)); do
-        kill -0 "$2" 2>/dev/null || return 1
-        if timeout 5 "$BIN/s7load" -m read -H "$HOST" -p "$1" -k 1 -n 4 -d 0.1 -w 0 >/dev/null 2>&1; then return 0; fi
-        sleep 0.2
-    done
-    return 1
-}
+# wait_serving (bench/common.sh)
+. "$BENCH_DIR/common.sh"
 
 # start_server MODE TAG PORT MAX_CLIENTS -> sets SRV_PID (the supervisor for privsep)
 start_server() {
