@@ -53,27 +53,11 @@ PIDS=()      # everything this script started (supervisors, single servers, s7lo
 EXIT=0
 
 log() { printf '[compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+. "$BENCH_DIR/common.sh"   # children_of, procs_of, proc_role, worker_of, stop_server, stop_all, wait_serving
 
-children_of() { # pid -> child pids
-    cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | grep -E '^[0-9]+$' || true
-}
 
 cleanup() {
-    local p c all=()
-    # Collect the privsep children before their supervisor goes away.
-    for p in "${PIDS[@]:-}"; do
-        [ -n "$p" ] || continue
-        all+=("$p")
-        for c in $(children_of "$p"); do all+=("$c"); done
-    done
-    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null; done
-    for _ in $(seq 1 30); do
-        local alive=0
-        for p in "${all[@]:-}"; do [ -n "$p" ] && kill -0 "$p" 2>/dev/null && alive=1; done
-        [ "$alive" = 0 ] && break
-        sleep 0.1
-    done
-    for p in "${all[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null; done
+    stop_all "${PIDS[@]:-}"
     wait 2>/dev/null
     rm -rf "$WORK"
 }
@@ -112,8 +96,6 @@ EOF
     chmod 0644 "$1"
 }
 
-# wait_serving (bench/common.sh)
-. "$BENCH_DIR/common.sh"
 
 # start_server MODE TAG PORT MAX_CLIENTS -> sets SRV_PID (the supervisor for privsep)
 start_server() {
@@ -135,23 +117,6 @@ start_server() {
     fi
 }
 
-# All processes of one server: the pid itself and (privsep) its children.
-procs_of() { echo "$1"; children_of "$1"; }
-proc_role() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | awk '{print ($2 ~ /^__/) ? $2 : "main"}'; }
-worker_of() { local c; for c in $(children_of "$1"); do [ "$(proc_role "$c")" = __worker ] && echo "$c"; done; }
-
-stop_server() { # pid
-    local all p
-    all=$(procs_of "$1")
-    kill "$1" 2>/dev/null
-    for _ in $(seq 1 50); do
-        local alive=0
-        for p in $all; do kill -0 "$p" 2>/dev/null && alive=1; done
-        [ "$alive" = 0 ] && return 0
-        sleep 0.1
-    done
-    for p in $all; do kill -9 "$p" 2>/dev/null; done
-}
 
 read -r P_PRIV P_SINGLE P_PRIV_IDLE P_SINGLE_IDLE <<<"$(free_ports 4)"
 

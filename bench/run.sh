@@ -54,26 +54,11 @@ S7_STATUS="not run"
 EXIT=0
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+. "$BENCH_DIR/common.sh"   # children_of, procs_of, proc_role, worker_of, stop_server, stop_all, wait_serving
 
-children_of() { # pid -> child pids (s7commd's supervisor: its S7 worker and memory process)
-    cat /proc/"$1"/task/*/children 2>/dev/null | tr ' ' '\n' | grep -E '^[0-9]+$' || true
-}
 
 cleanup() {
-    local p c all=()
-    # Collect s7commd's children before their supervisor goes away.
-    for p in "${PIDS[@]:-}"; do
-        [ -n "$p" ] || continue
-        all+=("$p")
-        for c in $(children_of "$p"); do all+=("$c"); done
-    done
-    for p in "${PIDS[@]:-}"; do
-        [ -n "$p" ] && kill "$p" 2>/dev/null
-    done
-    sleep 0.3
-    for p in "${all[@]:-}"; do
-        [ -n "$p" ] && kill -9 "$p" 2>/dev/null
-    done
+    stop_all "${PIDS[@]:-}"
     wait 2>/dev/null
     rm -rf "$WORK"
 }
@@ -196,8 +181,6 @@ EOF
     chmod 0644 "$1"
 }
 
-# wait_serving (bench/common.sh)
-. "$BENCH_DIR/common.sh"
 
 start_floor() { # port -> sets FLOOR_PID
     "$BIN/floor_server" -b "$HOST" -p "$1" >"$WORK/floor.log" 2>&1 &
@@ -218,20 +201,6 @@ start_s7commd() { # port max_clients tag [metrics_port] -> sets S7_PID
         ${BENCH_S7COMMD_ARGS:-} >"$WORK/s7commd-$3.log" 2>&1 &
     S7_PID=$!; PIDS+=("$S7_PID")
     wait_serving "$1" "$S7_PID" 30
-}
-proc_role() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | awk '{print ($2 ~ /^__/) ? $2 : "main"}'; }
-worker_of() { local c; for c in $(children_of "$1"); do [ "$(proc_role "$c")" = __worker ] && echo "$c"; done; }
-stop_pid() { # pid (and, for s7commd's supervisor, its children)
-    local all p
-    all="$1 $(children_of "$1")"
-    kill "$1" 2>/dev/null
-    for _ in $(seq 1 50); do
-        local alive=0
-        for p in $all; do kill -0 "$p" 2>/dev/null && alive=1; done
-        [ "$alive" = 0 ] && return 0
-        sleep 0.1
-    done
-    for p in $all; do kill -9 "$p" 2>/dev/null; done
 }
 
 read -r P_FLOOR P_SNAP7 P_S7 P_S7IDLE P_S7M P_S7M_HTTP <<<"$(free_ports 6)"
@@ -372,16 +341,16 @@ idle_test() { # name pid port
 
 if [ "$IDLE_CONNS" -gt 0 ]; then
     # stop the load-test servers first so that they do not share the machine
-    [ -n "${S7_MAIN_PID:-}" ] && stop_pid "$S7_MAIN_PID"
-    [ -n "${S7M_PID:-}" ] && stop_pid "$S7M_PID"
-    [ -n "${FLOOR_PID:-}" ] && stop_pid "$FLOOR_PID"
+    [ -n "${S7_MAIN_PID:-}" ] && stop_server "$S7_MAIN_PID"
+    [ -n "${S7M_PID:-}" ] && stop_server "$S7M_PID"
+    [ -n "${FLOOR_PID:-}" ] && stop_server "$FLOOR_PID"
     if [ "$S7_OK" = 1 ]; then
         if start_s7commd "$P_S7IDLE" "$IDLE_CONNS" idle; then
             sleep 0.5
             # the S7 worker holds the connections (the supervisor only when --single-process)
             IDLE_WORKER=$(worker_of "$S7_PID")
             idle_test s7commd "${IDLE_WORKER:-$S7_PID}" "$P_S7IDLE"
-            stop_pid "$S7_PID"
+            stop_server "$S7_PID"
         else
             log "s7commd (max_clients $IDLE_CONNS) failed to start"; tail -n 20 "$WORK/s7commd-idle.log" >&2
             printf '{"idle":"s7commd","conns":%s,"failed":"did not start"}\n' "$IDLE_CONNS" >>"$RESULTS"
