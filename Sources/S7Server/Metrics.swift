@@ -24,10 +24,20 @@ public final class ServerMetrics: Sendable {
     /// answered at least one request.
     let latency: DurationHistogram
 
+    /// A registry counter fed from a total counted elsewhere: each call adds what is new.
+    private struct Carried {
+        let counter: Counter
+        var last = 0
+
+        mutating func carry(_ total: Int) {
+            if total > last { counter.increment(by: Int64(total - last)) }
+            last = max(last, total)
+        }
+    }
+
     private struct Exported {
-        var counters: [(Counter, KeyPath<ServerCounters, Int>)]
-        var last: [Int]
-        var restarts: [String: (counter: Counter, last: Int)]
+        var counters: [(Carried, KeyPath<ServerCounters, Int>)]
+        var restarts: [String: Carried]
     }
 
     private let exported: Mutex<Exported>
@@ -54,11 +64,11 @@ public final class ServerMetrics: Sendable {
             (counter("connections_dropped", "total", "connections the server closed, by reason", [("reason", "send_timeout")]), \.droppedSend),
             (counter("connections_dropped", "total", "connections the server closed, by reason", [("reason", "bad_input")]), \.closedBadInput),
         ]
-        var restarts: [String: (counter: Counter, last: Int)] = [:]
+        var restarts: [String: Carried] = [:]
         for child in ["worker", "memory"] {
-            restarts[child] = (counter("child_restarts", "total", "restarts of each child process by the supervisor", [("child", child)]), 0)
+            restarts[child] = Carried(counter: counter("child_restarts", "total", "restarts of each child process by the supervisor", [("child", child)]))
         }
-        exported = Mutex(Exported(counters: list, last: Array(repeating: 0, count: list.count), restarts: restarts))
+        exported = Mutex(Exported(counters: list.map { (Carried(counter: $0.0), $0.1) }, restarts: restarts))
         clients = r.makeGauge(descriptor: MetricNameDescriptor(namespace: "s7commd", metricName: "clients", unitName: "",
                                                                helpText: "S7 clients connected now"))
         maxClients = r.makeGauge(descriptor: MetricNameDescriptor(namespace: "s7commd", metricName: "max_clients", unitName: "",
@@ -72,23 +82,14 @@ public final class ServerMetrics: Sendable {
     /// Records the supervisor's restart counts per child ("worker", "memory"), as it reports them.
     public func setRestarts(_ counts: [String: Int]) {
         exported.withLock { e in
-            for (child, count) in counts {
-                guard var entry = e.restarts[child] else { continue }
-                if count > entry.last { entry.counter.increment(by: Int64(count - entry.last)) }
-                entry.last = max(entry.last, count)
-                e.restarts[child] = entry
-            }
+            for (child, count) in counts { e.restarts[child]?.carry(count) }
         }
     }
 
     /// The exposition text for one scrape of `snapshot`.
     func render(_ snapshot: ServerSnapshot) -> [UInt8] {
         exported.withLock { e in
-            for (i, (counter, path)) in e.counters.enumerated() {
-                let now = snapshot.counters[keyPath: path]
-                if now > e.last[i] { counter.increment(by: Int64(now - e.last[i])) }
-                e.last[i] = max(e.last[i], now)
-            }
+            for i in e.counters.indices { e.counters[i].0.carry(snapshot.counters[keyPath: e.counters[i].1]) }
             clients.set(Double(snapshot.clients.count))
             maxClients.set(Double(snapshot.maxClients))
             return registry.emitToBuffer()

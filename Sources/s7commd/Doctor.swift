@@ -83,14 +83,11 @@ struct Doctor: ParsableCommand {
 
         // Shared memory.
         do {
-            let fd = try SharedMemory.create(name: "s7commd-doctor", size: 4096)
-            let seals = try SharedMemory.seals(of: fd)
-            try fd.close()
+            let seals = try StartChecks.probeSharedMemory(name: "s7commd-doctor")
             add("shared memory", seals.contains(.shrink) && seals.contains(.grow) ? "ok" : "problem",
                 "memfd_create and sealing work (\(seals))", seals.contains(.grow) ? nil : "a kernel with memfd sealing (Linux 3.17 or later) is needed")
         } catch {
-            add("shared memory", "problem", "cannot create a sealed memfd: \(error)",
-                "check the kernel (memfd_create) and any seccomp filter or container policy that forbids it")
+            add("shared memory", "problem", "cannot create a sealed memfd: \(error)", StartChecks.sharedMemoryFix)
         }
 
         if json {

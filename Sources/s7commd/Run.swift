@@ -295,12 +295,13 @@ struct Run: ParsableCommand {
     private func openMetrics(_ p: Prepared) -> (fds: [CInt], places: [String]) {
         guard p.settings.metrics.enabled else { return ([], []) }
         var fds = p.metricsListener.map { [$0] } ?? []
+        var places = p.settings.metrics.tcpEndpoint.map { [$0] } ?? []
         do {
             fds.append(try LocalSocket.listen(path: metricsSocket, mode: 0o660, kind: .stream).rawValue)
+            places.append("unix:\(metricsSocket)")
         } catch {
-            p.logger.error("metrics: \(error); metrics are served \(fds.isEmpty ? "nowhere" : "only on \(p.settings.metrics.tcpEndpoint ?? "")")")
+            p.logger.error("metrics: \(error); metrics are served \(places.first.map { "only on " + $0 } ?? "nowhere")")
         }
-        let places = [p.settings.metrics.tcpEndpoint, fds.count > (p.metricsListener == nil ? 0 : 1) ? "unix:\(metricsSocket)" : nil].compactMap { $0 }
         if !places.isEmpty { p.logger.info("metrics (Prometheus text format) at \(places.joined(separator: " and "))") }
         return (fds, places)
     }

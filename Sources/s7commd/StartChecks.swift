@@ -46,16 +46,25 @@ enum StartChecks {
         throw ExitCode(StartFailure.stateDirectory.rawValue)
     }
 
+    /// What to do when no sealed memfd can be made (run's error and doctor's fix).
+    static let sharedMemoryFix = "allow memfd_create and fcntl in the system-call filter or container security profile that refuses them (the packaged unit's SystemCallFilter=@system-service allows both), or run on a kernel that has memfd sealing"
+
+    /// Makes (and closes) a sealed memfd as the memory process will; returns its seals.
+    static func probeSharedMemory(name: String) throws -> SharedMemory.Seals {
+        let fd = try SharedMemory.create(name: name, size: 4096)
+        defer { try? fd.close() }
+        return try SharedMemory.seals(of: fd)
+    }
+
     /// PLC memory lives in a sealed memfd: make one now, as the memory process will.
     static func sharedMemory(logger: Logger) throws {
         do {
-            let fd = try SharedMemory.create(name: "s7commd-start-check", size: 4096)
-            try? fd.close()
+            _ = try probeSharedMemory(name: "s7commd-start-check")
         } catch {
             let text = """
                 cannot create the shared PLC memory segment: \(error).
                 s7commd keeps PLC memory in a sealed memfd (memfd_create with MFD_ALLOW_SEALING, then F_ADD_SEALS; Linux 3.17 or later) shared by its worker and memory process.
-                Fix: allow memfd_create and fcntl in the system-call filter or container security profile that refuses them (the packaged unit's SystemCallFilter=@system-service allows both), or run on a kernel that has memfd sealing.
+                Fix: \(sharedMemoryFix).
                 Nothing was started.
                 """
             printError(text)
