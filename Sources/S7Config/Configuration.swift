@@ -18,6 +18,8 @@ public struct ConfigurationFile: Codable, Equatable, Sendable {
         public var bindAddress: String?
         public var port: Int?
         public var maxClients: Int?
+        /// s7commd: connections from one IP address at once (0 or absent: no limit).
+        public var maxClientsPerAddress: Int?
         public var pduSize: Int?
         public var sendTimeoutMs: Int?
         public var recvTimeoutMs: Int?

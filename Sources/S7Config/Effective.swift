@@ -10,6 +10,8 @@ public struct S7Configuration: Sendable {
         public var bindAddress: String
         public var port: Int
         public var maxClients: Int
+        /// s7commd: connections from one IP address at once; 0 means no limit.
+        public var maxClientsPerAddress: Int
         public var pduSize: Int
         public var sendTimeoutMs: Int
         public var recvTimeoutMs: Int
@@ -67,6 +69,7 @@ public struct S7Configuration: Sendable {
         public static let bindAddress = "0.0.0.0"
         public static let port = 102
         public static let maxClients = 32
+        public static let maxClientsPerAddress = 0
         public static let pduSize = 480
         public static let sendTimeoutMs = 3000
         public static let recvTimeoutMs = 3000

@@ -18,6 +18,7 @@ extension S7Configuration {
             "server.bind_address": server.bindAddress,
             "server.port": "\(server.port)",
             "server.max_clients": "\(server.maxClients)",
+            "server.max_clients_per_address": "\(server.maxClientsPerAddress)",
             "server.pdu_size": "\(server.pduSize)",
             "server.send_timeout_ms": "\(server.sendTimeoutMs)",
             "server.recv_timeout_ms": "\(server.recvTimeoutMs)",

@@ -66,6 +66,8 @@ public enum ConfigSchema {
         key("server.port", .int(1...65535), "102", .restart,
             "TCP port for S7 clients; 102 is the S7 standard and most HMIs cannot change it"),
         key("server.max_clients", .int(1...1024), "32", .live, "simultaneously connected S7 clients (1-1024)"),
+        key("server.max_clients_per_address", .int(0...1024), "0", .live,
+            "connections one IP address may hold at once; a further one is closed at once; 0: no limit", s7commd: true),
         key("server.pdu_size", .int(240...960), "480", .live,
             "largest S7 telegram offered, in bytes (240-960); each client gets the smaller of its own and this"),
         key("server.send_timeout_ms", .int(100...30_000), "3000", .live, "a client that takes none of our data for this long is dropped"),

@@ -68,6 +68,7 @@ extension S7Configuration {
             bindAddress: bind,
             port: c.int(s?.port, "server.port", Defaults.port),
             maxClients: c.int(s?.maxClients, "server.max_clients", Defaults.maxClients),
+            maxClientsPerAddress: c.int(s?.maxClientsPerAddress, "server.max_clients_per_address", Defaults.maxClientsPerAddress),
             pduSize: c.int(s?.pduSize, "server.pdu_size", Defaults.pduSize),
             sendTimeoutMs: c.int(s?.sendTimeoutMs, "server.send_timeout_ms", Defaults.sendTimeoutMs),
             recvTimeoutMs: c.int(s?.recvTimeoutMs, "server.recv_timeout_ms", Defaults.recvTimeoutMs),

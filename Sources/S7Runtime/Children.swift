@@ -100,7 +100,7 @@ public enum WorkerRole {
     public static func serverSettings(_ c: S7Configuration) -> ServerSettings {
         let s = c.server
         return ServerSettings(
-            maxClients: s.maxClients, sendTimeout: .milliseconds(Int64(s.sendTimeoutMs)),
+            maxClients: s.maxClients, maxClientsPerAddress: s.maxClientsPerAddress, sendTimeout: .milliseconds(Int64(s.sendTimeoutMs)),
             receiveTimeout: .milliseconds(Int64(s.recvTimeoutMs)), idleTimeout: .milliseconds(Int64(s.pingTimeoutMs)),
             logConnections: c.logging.logConnections, logErrors: c.logging.logErrors)
     }

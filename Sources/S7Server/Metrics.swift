@@ -1,5 +1,6 @@
 import NIOCore
 import Prometheus
+import S7Session
 import Synchronization
 
 /// What a monitoring system scrapes: the server's counters (the same ones `s7commd status`
@@ -36,7 +37,7 @@ public final class ServerMetrics: Sendable {
     }
 
     private struct Exported {
-        var counters: [(Carried, KeyPath<ServerCounters, Int>)]
+        var counters: [(Carried, @Sendable (ServerCounters) -> Int)]
         var restarts: [String: Carried]
     }
 
@@ -50,20 +51,21 @@ public final class ServerMetrics: Sendable {
             r.makeCounter(descriptor: MetricNameDescriptor(namespace: "s7commd", metricName: name, unitName: unit, helpText: help),
                           labels: labels)
         }
-        let list: [(Counter, KeyPath<ServerCounters, Int>)] = [
-            (counter("requests", "total", "S7 requests answered"), \.requestsTotal),
-            (counter("request_errors", "total", "S7 requests answered with an error, by kind", [("kind", "refused")]), \.refusedRequests),
-            (counter("request_errors", "total", "S7 requests answered with an error, by kind", [("kind", "pdu_exceeded")]), \.pduOverruns),
-            (counter("received_bytes", "total", "bytes received from S7 clients"), \.bytesReceived),
-            (counter("sent_bytes", "total", "bytes sent to S7 clients"), \.bytesSent),
-            (counter("connections", "total", "S7 client connections admitted"), \.connectionsAccepted),
-            (counter("connections_refused", "total", "connections refused, by reason", [("reason", "max_clients")]), \.refusedMaxClients),
-            (counter("connections_refused", "total", "connections refused, by reason", [("reason", "rack_slot_or_tsap")]), \.refusedConnections),
-            (counter("connections_dropped", "total", "connections the server closed, by reason", [("reason", "ping_timeout")]), \.droppedIdle),
-            (counter("connections_dropped", "total", "connections the server closed, by reason", [("reason", "recv_timeout")]), \.droppedReceive),
-            (counter("connections_dropped", "total", "connections the server closed, by reason", [("reason", "send_timeout")]), \.droppedSend),
-            (counter("connections_dropped", "total", "connections the server closed, by reason", [("reason", "bad_input")]), \.closedBadInput),
+        var list: [(Counter, @Sendable (ServerCounters) -> Int)] = [
+            (counter("requests", "total", "S7 requests answered"), { $0.requestsTotal }),
+            (counter("request_errors", "total", "S7 requests answered with an error, by kind", [("kind", "refused")]), { $0.refusedRequests }),
+            (counter("request_errors", "total", "S7 requests answered with an error, by kind", [("kind", "pdu_exceeded")]), { $0.pduOverruns }),
+            (counter("received_bytes", "total", "bytes received from S7 clients"), { $0.bytesReceived }),
+            (counter("sent_bytes", "total", "bytes sent to S7 clients"), { $0.bytesSent }),
+            (counter("connections", "total", "S7 client connections admitted"), { $0.connectionsAccepted }),
+            (counter("connections_throttled", "total", "connections whose reading was paused because their answers backed up"), { $0.throttled }),
         ]
+        for reason in RefusalReason.allCases {
+            list.append((counter("connections_refused", "total", "connections refused, by reason", [("reason", reason.rawValue)]), { $0.refused(reason) }))
+        }
+        for kind in CloseReason.Kind.allCases {
+            list.append((counter("connections_closed", "total", "admitted connections that ended, by reason", [("reason", kind.rawValue)]), { $0.closed(kind) }))
+        }
         var restarts: [String: Carried] = [:]
         for child in ["worker", "memory"] {
             restarts[child] = Carried(counter: counter("child_restarts", "total", "restarts of each child process by the supervisor", [("child", child)]))
@@ -89,7 +91,7 @@ public final class ServerMetrics: Sendable {
     /// The exposition text for one scrape of `snapshot`.
     func render(_ snapshot: ServerSnapshot) -> [UInt8] {
         exported.withLock { e in
-            for i in e.counters.indices { e.counters[i].0.carry(snapshot.counters[keyPath: e.counters[i].1]) }
+            for i in e.counters.indices { e.counters[i].0.carry(e.counters[i].1(snapshot.counters)) }
             clients.set(Double(snapshot.clients.count))
             maxClients.set(Double(snapshot.maxClients))
             return registry.emitToBuffer()

@@ -3,115 +3,250 @@ import NIOCore
 import Prometheus
 import S7Session
 
-/// The thin shell around one ``S7Session``: bytes from the socket in, responses out, timers and
-/// log lines around it. All protocol decisions are the session's.
-final class S7ChannelHandler: ChannelInboundHandler {
+/// The thin shell around one ``S7Session``: bytes from the socket in, responses out, and the
+/// limits a hostile client meets (docs/threat-model.md, "Limits"):
+///
+/// - deadlines, not gaps: COTP connect and Setup Communication within `recv_timeout_ms` of
+///   accept; an incomplete frame or segmented PDU complete within `recv_timeout_ms` of its
+///   first byte (trickled bytes do not extend it); `ping_timeout_ms` from the last complete
+///   request (empty data TPDUs do not count); `send_timeout_ms` from the moment the unsent
+///   answers stopped draining;
+/// - backpressure: no more is read, and no buffered request is answered, while the unsent
+///   answers exceed ``S7Session/outputBound``;
+/// - admission through ``ConnectionRegistry`` (evicting the oldest connection still setting up);
+/// - refusals and drops logged through ``LogLimiter``, client strings escaped.
+///
+/// All protocol decisions are the session's.
+final class S7ChannelHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
+
+    /// Largest single read from a client socket. With one read per event-loop turn and reading
+    /// paused while answers back up, a connection buffers at most this plus one frame of input.
+    static let maximumRead = 16 * 1024
 
     private var session: S7Session
     private var out: [UInt8] = []
     private let settings: ServerSettings
     private let registry: ConnectionRegistry
+    private let limiter: LogLimiter
     private var logger: Logger
     private var peer = "unknown peer"
+    private var address = "unknown"
     private var admitted = false
-    private var closeReason: String?
-    private var idleTimer: Scheduled<Void>?
-    private var lastActivity = NIODeadline.now()
-    private var receiveTimer: Scheduled<Void>?
-    private var sendTimer: Scheduled<Void>?
-    private var wroteSomething = false
+    private var closeReason: CloseReason?
     private var record: ConnectionRecord?
     private var requestsCounted = 0
     /// The latency histogram, when metrics are served.
     private let latency: DurationHistogram?
 
-    init(session: S7Session, settings: ServerSettings, registry: ConnectionRegistry, logger: Logger, latency: DurationHistogram? = nil) {
+    private var setupTimer: Scheduled<Void>?
+    private var receiveTimer: Scheduled<Void>?
+    /// The session's ``S7Session/incompleteInput`` the receive deadline was armed for.
+    private var receiveDeadlineFor: Int?
+    private var idleTimer: Scheduled<Void>?
+    private var lastRequest = NIODeadline.now()
+    private var requestsSeen = 0
+    private var sendTimer: Scheduled<Void>?
+
+    /// True inside ``pump(_:_:)``, so that a writability change it causes does not re-enter it.
+    private var pumping = false
+    /// A read NIO asked for while reading was paused.
+    private var readPending = false
+    private var throttled = false
+    private var boundApplied = 0
+    private var wroteSomething = false
+
+    init(session: S7Session, settings: ServerSettings, registry: ConnectionRegistry, logger: Logger,
+         limiter: LogLimiter? = nil, latency: DurationHistogram? = nil) {
         self.session = session
         self.settings = settings
         self.registry = registry
         self.logger = logger
+        self.limiter = limiter ?? LogLimiter(logger: logger)
         self.latency = latency
-        out.reserveCapacity(1024)
     }
 
+    // MARK: - Admission
+
     func channelActive(context: ChannelHandlerContext) {
-        peer = context.remoteAddress.map(Self.describe) ?? "unknown peer"
+        let remote = context.remoteAddress
+        peer = remote.map(Self.describe) ?? "unknown peer"
+        address = remote?.ipAddress ?? "unknown"
         logger[metadataKey: "peer"] = .string(peer)
-        let record = ConnectionRecord(peer: peer)
-        guard registry.admit(context.channel, record: record) else {
-            registry.counters.refusedMaxClients.add(1, ordering: .relaxed)
-            if settings.logConnections || settings.logErrors { logger.warning("refused \(peer): max_clients (\(registry.limit)) clients are connected already; raise server.max_clients or find the client that leaks connections") }
-            context.close(promise: nil)
+        let loop = context.eventLoop
+        let this = NIOLoopBound(self, eventLoop: loop)
+        let ctx = NIOLoopBound(context, eventLoop: loop)
+        let admission = registry.admit(context.channel, peer: peer, address: address) { age in
+            loop.execute {
+                this.value.close(context: ctx.value, reason: .evicted(setUpForMilliseconds: Int(age.nanoseconds / 1_000_000),
+                                                                       maxClients: this.value.registry.limit), flush: false)
+            }
+        }
+        guard case .admitted(let record) = admission else {
+            if case .refused(let reason, let limit) = admission { refuse(context: context, reason, limit: limit) }
             return
         }
         admitted = true
         self.record = record
         registry.counters.connectionsAccepted.add(1, ordering: .relaxed)
-        if settings.logConnections { logger.info("client \(peer) connected (\(registry.count) of \(registry.limit))") }
-        armIdleTimer(context: context)
+        if settings.logConnections {
+            let (count, limit) = (registry.count, registry.limit)
+            logConnection(context, "client \(peer) connected (\(count) of \(limit))")
+        }
+        let timeout = settings.receiveTimeout
+        setupTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
+            guard let self, self.session.phase != .ready else { return }
+            self.close(context: context, reason: .setupTimeout(milliseconds: Self.ms(timeout)), flush: false)
+        }
+        lastRequest = context.eventLoop.now
+        scheduleIdleCheck(context: context, at: lastRequest + settings.idleTimeout)
+        applyOutputBound(context: context)
         context.fireChannelActive()
     }
 
+    /// Closes a connection no limit lets in, at once and before reading anything from it.
+    private func refuse(context: ChannelHandlerContext, _ reason: RefusalReason, limit: Int) {
+        registry.counters.count(reason)
+        if settings.logConnections || settings.logErrors {
+            let (peer, address) = (self.peer, self.address)
+            let detail: String
+            switch reason {
+            case .maxClients:
+                detail = "max_clients (\(limit)) clients are connected already and all have completed setup (server.max_clients=\(limit)); raise server.max_clients or find the client that leaks connections"
+            case .maxClientsPerAddress:
+                detail = "max_clients_per_address (\(limit)) connections from \(address) are open already (server.max_clients_per_address=\(limit))"
+            case .rackSlot:
+                detail = "rack/slot not allowed"
+            }
+            if limiter.allow(reason: reason.rawValue, address: address, on: context.eventLoop, summary: { n, from in
+                "refused \(n) more connections from \(from) in the last \(Self.windowText) (\(reason.rawValue), server.\(reason.rawValue)=\(limit))"
+            }) {
+                logger.warning("refused \(peer): \(detail)")
+            }
+        }
+        context.close(promise: nil)
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
-        idleTimer?.cancel()
-        receiveTimer?.cancel()
-        sendTimer?.cancel()
+        cancelTimers()
         if admitted {
             registry.remove(context.channel)
-            // A close the server decided (a timeout, bad input, a refused rack/slot) is an
+            let reason = closeReason ?? (registry.stopping ? .shutdown : .clientDisconnected("the client closed the TCP connection"))
+            registry.counters.count(reason.kind)
+            if reason.kind == .rackSlot { registry.counters.count(RefusalReason.rackSlot) }
+            // A close the server decided (a deadline, bad input, a refused rack/slot) is an
             // error event too: logged with log_errors even when log_connections is off.
-            if let reason = closeReason, !reason.hasPrefix("client disconnected") {
-                if settings.logConnections || settings.logErrors { logger.warning("client \(peer) disconnected: \(reason)") }
+            if reason.isServerDecided {
+                if settings.logConnections || settings.logErrors {
+                    let line = "client \(peer) disconnected: \(reason)"
+                    let limit = reason.limit.map { ", " + $0 } ?? ""
+                    if limiter.allow(reason: reason.kind.rawValue, address: address, on: context.eventLoop, summary: { n, from in
+                        "closed \(n) more connections from \(from) in the last \(Self.windowText) (\(reason.kind.rawValue)\(limit))"
+                    }) {
+                        logger.warning("\(line)")
+                    }
+                }
             } else if settings.logConnections {
-                logger.info("client \(peer) disconnected: \(closeReason ?? "the client closed the connection")")
+                logConnection(context, "client \(peer) disconnected: \(reason)")
             }
         }
         context.fireChannelInactive()
     }
 
+    /// A line of a connection's ordinary story, at most ``LogLimiter/connectionBurst`` per
+    /// address and window.
+    private func logConnection(_ context: ChannelHandlerContext, _ line: String) {
+        if limiter.allow(reason: "connection", address: address, burst: LogLimiter.connectionBurst, level: .info,
+                         on: context.eventLoop, summary: { n, from in
+                             "\(n) more connection log lines from \(from) in the last \(Self.windowText) were left out"
+                         }) {
+            logger.info("\(line)")
+        }
+    }
+
+    // MARK: - Input
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard admitted, closeReason == nil else { return }
         let buffer = unwrapInboundIn(data)
-        let started = latency == nil ? nil : NIODeadline.now()
         registry.counters.bytesReceived.add(buffer.readableBytes, ordering: .relaxed)
-        let outcome = buffer.withUnsafeReadableBytes { session.receive($0, into: &out) }
-        drainEvents()
-        let answered = session.requestsAnswered
-        if answered != requestsCounted, let record {
-            record.requests.add(answered - requestsCounted, ordering: .relaxed)
-            registry.counters.requestsTotal.add(answered - requestsCounted, ordering: .relaxed)
-            requestsCounted = answered
-            if let started, let latency { latency.record(.nanoseconds((NIODeadline.now() - started).nanoseconds)) }
-        }
-        if !out.isEmpty {
-            registry.counters.bytesSent.add(out.count, ordering: .relaxed)
-            var response = context.channel.allocator.buffer(capacity: out.count)
-            response.writeBytes(out)
-            out.removeAll(keepingCapacity: true)
-            context.write(wrapOutboundOut(response), promise: nil)
-            wroteSomething = true
-        }
-        armIdleTimer(context: context)
-        if case .close(let reason) = outcome {
-            if reason.hasPrefix("connection to ") {
-                registry.counters.refusedConnections.add(1, ordering: .relaxed)
-            } else if !reason.hasPrefix("client disconnected") {
-                registry.counters.closedBadInput.add(1, ordering: .relaxed)
+        buffer.withUnsafeReadableBytes { pump(context, $0) }
+    }
+
+    /// Feeds `bytes` to the session, then answers the requests it holds back, one output
+    /// bound's worth at a time, for as long as the channel takes the answers.
+    private func pump(_ context: ChannelHandlerContext, _ bytes: UnsafeRawBufferPointer) {
+        pumping = true
+        defer { pumping = false }
+        var input = bytes
+        while true {
+            let started = latency == nil ? nil : NIODeadline.now()
+            let outcome = session.receive(input, into: &out, outputLimit: session.outputBound)
+            input = UnsafeRawBufferPointer(start: nil, count: 0)
+            drainEvents(context)
+            countRequests(since: started)
+            if !out.isEmpty {
+                registry.counters.bytesSent.add(out.count, ordering: .relaxed)
+                var response = context.channel.allocator.buffer(capacity: out.count)
+                response.writeBytes(out)
+                out.removeAll(keepingCapacity: true)
+                context.write(wrapOutboundOut(response), promise: nil)
+                wroteSomething = true
             }
-            close(context: context, reason: reason, flush: true)
+            if case .close(let reason) = outcome {
+                close(context: context, reason: reason, flush: true)
+                return
+            }
+            guard session.hasBufferedRequests, context.channel.isWritable else { break }
+        }
+        if isPaused(context) {
+            // Nothing drains until it is flushed; the writability change resumes the rest.
+            if wroteSomething {
+                wroteSomething = false
+                context.flush()
+            }
+        }
+        noteProgress(context)
+    }
+
+    /// After input was taken: setup done, the receive deadline, idle time.
+    private func noteProgress(_ context: ChannelHandlerContext) {
+        guard closeReason == nil else { return }
+        if session.completeRequests != requestsSeen {
+            requestsSeen = session.completeRequests
+            lastRequest = context.eventLoop.now
+        }
+        if setupTimer != nil, session.phase == .ready {
+            setupTimer?.cancel()
+            setupTimer = nil
+            registry.markSetUp(context.channel)
+            applyOutputBound(context: context)
+        }
+        // Reading paused by us is not the client's delay: the deadline restarts on resume.
+        guard let incomplete = session.incompleteInput, !isPaused(context) else {
+            receiveTimer?.cancel()
+            receiveTimer = nil
+            receiveDeadlineFor = nil
             return
         }
+        guard incomplete != receiveDeadlineFor else { return }
         receiveTimer?.cancel()
-        receiveTimer = nil
-        if session.hasPartialInput {
-            let timeout = settings.receiveTimeout
-            receiveTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
-                self?.registry.counters.droppedReceive.add(1, ordering: .relaxed)
-                self?.close(context: context, reason: "request incomplete after \(timeout.nanoseconds / 1_000_000) ms (server.recv_timeout_ms)", flush: false)
-            }
+        receiveDeadlineFor = incomplete
+        let timeout = settings.receiveTimeout
+        receiveTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
+            self?.close(context: context, reason: .receiveTimeout(milliseconds: Self.ms(timeout)), flush: false)
         }
+    }
+
+    private func countRequests(since started: NIODeadline?) {
+        let answered = session.requestsAnswered
+        guard answered != requestsCounted, let record else { return }
+        record.requests.add(answered - requestsCounted, ordering: .relaxed)
+        registry.counters.requestsTotal.add(answered - requestsCounted, ordering: .relaxed)
+        requestsCounted = answered
+        if let started, let latency { latency.record(.nanoseconds((NIODeadline.now() - started).nanoseconds)) }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -121,56 +256,114 @@ final class S7ChannelHandler: ChannelInboundHandler {
         }
     }
 
+    // MARK: - Backpressure
+
+    /// True while no more is read: the unsent answers exceed the bound, or requests wait.
+    private func isPaused(_ context: ChannelHandlerContext) -> Bool {
+        !context.channel.isWritable || session.hasBufferedRequests
+    }
+
+    /// NIO asks for the next read when it wants one; it is held back while paused.
+    func read(context: ChannelHandlerContext) {
+        if admitted, closeReason == nil, isPaused(context) {
+            readPending = true
+        } else {
+            context.read()
+        }
+    }
+
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
             sendTimer?.cancel()
             sendTimer = nil
-        } else if sendTimer == nil {
-            let timeout = settings.sendTimeout
-            sendTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
-                self?.registry.counters.droppedSend.add(1, ordering: .relaxed)
-                self?.close(context: context, reason: "client took no data for \(timeout.nanoseconds / 1_000_000) ms (server.send_timeout_ms)", flush: false)
+            if !pumping, closeReason == nil {
+                if session.hasBufferedRequests { pump(context, UnsafeRawBufferPointer(start: nil, count: 0)) }
+                if wroteSomething {
+                    wroteSomething = false
+                    context.flush()
+                }
+                if readPending, !isPaused(context) {
+                    readPending = false
+                    context.read()
+                }
             }
+        } else {
+            startThrottling(context)
         }
         context.fireChannelWritabilityChanged()
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        close(context: context, reason: "socket error: \(error)", flush: false)
+    private func startThrottling(_ context: ChannelHandlerContext) {
+        if !throttled, admitted {
+            throttled = true
+            registry.counters.throttled.add(1, ordering: .relaxed)
+            if settings.logErrors {
+                let amq = session.grantedAmQ.map(String.init) ?? "1"
+                let peer = self.peer
+                if limiter.allow(reason: "throttled", address: address, level: .notice, on: context.eventLoop, summary: { n, from in
+                    "throttled \(n) more connections from \(from) in the last \(Self.windowText) that did not take their answers"
+                }) {
+                    logger.notice("client \(peer) has more requests in flight than the AmQ \(amq) it was granted; reading from it is paused until it takes its answers (\(session.outputBound) bytes wait)")
+                }
+            }
+        }
+        guard sendTimer == nil else { return }
+        let timeout = settings.sendTimeout
+        sendTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
+            self?.close(context: context, reason: .sendTimeout(milliseconds: Self.ms(timeout)), flush: false)
+        }
     }
 
-    /// Notes activity; the idle timer is armed once and re-armed only when it fires, so a busy
-    /// connection costs a clock read per request instead of a timer cancel and reschedule.
-    private func armIdleTimer(context: ChannelHandlerContext) {
-        lastActivity = context.eventLoop.now
-        guard idleTimer == nil else { return }
-        scheduleIdleCheck(context: context, at: lastActivity + settings.idleTimeout)
+    /// Unsent answers beyond the session's bound make the channel unwritable, which pauses reading.
+    private func applyOutputBound(context: ChannelHandlerContext) {
+        let bound = session.outputBound
+        guard bound != boundApplied, let options = context.channel.syncOptions else { return }
+        boundApplied = bound
+        try? options.setOption(.writeBufferWaterMark, value: .init(low: bound / 2, high: bound))
     }
+
+    // MARK: - Idle and close
 
     private func scheduleIdleCheck(context: ChannelHandlerContext, at deadline: NIODeadline) {
         let timeout = settings.idleTimeout
         idleTimer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in
             guard let self, self.closeReason == nil else { return }
-            let due = self.lastActivity + timeout
-            if context.eventLoop.now >= due {
-                self.registry.counters.droppedIdle.add(1, ordering: .relaxed)
-                self.close(context: context, reason: "no request for \(timeout.nanoseconds / 1_000_000) ms (server.ping_timeout_ms)", flush: false)
+            let due = self.lastRequest + timeout
+            let now = context.eventLoop.now
+            if now >= due, !self.isPaused(context) {
+                self.close(context: context, reason: .idleTimeout(milliseconds: Self.ms(timeout)), flush: false)
             } else {
-                self.scheduleIdleCheck(context: context, at: due)
+                // Paused by its own unread answers: the send deadline decides, not idleness.
+                self.scheduleIdleCheck(context: context, at: now >= due ? now + timeout : due)
             }
         }
     }
 
-    private func close(context: ChannelHandlerContext, reason: String, flush: Bool) {
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        close(context: context, reason: .socketError("\(error)"), flush: false)
+    }
+
+    private func close(context: ChannelHandlerContext, reason: CloseReason, flush: Bool) {
         guard closeReason == nil else { return }
         closeReason = reason
+        cancelTimers()
         if flush { context.flush() }
         context.close(promise: nil)
     }
 
-    private func drainEvents() {
+    private func cancelTimers() {
+        for timer in [setupTimer, receiveTimer, idleTimer, sendTimer] { timer?.cancel() }
+        (setupTimer, receiveTimer, idleTimer, sendTimer) = (nil, nil, nil, nil)
+    }
+
+    static func ms(_ t: TimeAmount) -> Int { Int(t.nanoseconds / 1_000_000) }
+    static let windowText = "\(LogLimiter.window.nanoseconds / 1_000_000_000) s"
+
+    // MARK: - Events
+
+    private func drainEvents(_ context: ChannelHandlerContext) {
         guard !session.events.isEmpty else { return }
-        for event in session.events { log(event) }
+        for event in session.events { log(event, context) }
         session.events.removeAll(keepingCapacity: true)
     }
 
@@ -208,29 +401,38 @@ final class S7ChannelHandler: ChannelInboundHandler {
         [1: "PG", 2: "OP", 3: "S7 basic"][Int(t)] ?? "type 0x\(String(t, radix: 16))"
     }
 
-    private func log(_ event: SessionEvent) {
+    private func log(_ event: SessionEvent, _ context: ChannelHandlerContext) {
         note(event)
         switch event {
         case .connected(let type, let rack, let slot, let tpdu):
             guard settings.logConnections else { return }
             let kind = type.map(Self.connectionType) ?? "no TSAP"
-            logger.info("client \(peer) opened an ISO connection: \(kind), rack \(rack.map(String.init) ?? "?") slot \(slot.map(String.init) ?? "?"), TPDU \(tpdu) bytes")
+            logConnection(context, "client \(peer) opened an ISO connection: \(kind), rack \(rack.map(String.init) ?? "?") slot \(slot.map(String.init) ?? "?"), TPDU \(tpdu) bytes")
         case .negotiated(let proposed, let agreed):
             guard settings.logConnections else { return }
-            logger.info("client \(peer) set up communication: proposed PDU \(proposed), agreed \(agreed)")
+            logConnection(context, "client \(peer) set up communication: proposed PDU \(proposed), agreed \(agreed)")
         case .pduRefused(let proposed):
             guard settings.logErrors else { return }
-            logger.warning("client \(peer) proposed PDU \(proposed), below the usable minimum; setup refused")
+            limited(context, "pdu_refused", "client \(peer) proposed PDU \(proposed), below the usable minimum; setup refused")
         case .exceededPDU(let what, let size, let agreed):
             guard settings.logErrors else { return }
-            logger.warning("client \(peer) sent a \(what) of \(size) bytes, more than the agreed PDU of \(agreed); answered with error 0x8500")
+            limited(context, "pdu_exceeded", "client \(peer) sent a \(what) of \(size) bytes, more than the agreed PDU of \(agreed); answered with error 0x8500")
         case .refused(let what, let error):
             guard settings.logErrors else { return }
-            logger.notice("client \(peer): \(what) refused: \(error)")
+            limited(context, "request_refused", "client \(peer): \(what) refused: \(error)", level: .notice)
         case .control(let what):
             logger.notice("client \(peer): \(what)")
         case .dataAccess(let write, let item, let code):
             logger.info("client \(peer) \(write ? "wrote" : "read") \(item): \(code == 0xFF ? "ok" : "return code 0x\(String(code, radix: 16))")")
+        }
+    }
+
+    /// A line a client can cause once per request, at most ``LogLimiter/burst`` per window.
+    private func limited(_ context: ChannelHandlerContext, _ reason: String, _ line: String, level: Logger.Level = .warning) {
+        if limiter.allow(reason: reason, address: address, level: level, on: context.eventLoop, summary: { n, from in
+            "\(n) more lines like the last (\(reason)) from \(from) in the last \(Self.windowText) were left out"
+        }) {
+            logger.log(level: level, "\(line)")
         }
     }
 

@@ -8,6 +8,8 @@ import Synchronization
 /// What the server enforces around each session.
 public struct ServerSettings: Sendable {
     public var maxClients: Int
+    /// Connections one IP address may hold at once; 0: no limit.
+    public var maxClientsPerAddress: Int
     /// A client that does not take our data for this long is dropped.
     public var sendTimeout: TimeAmount
     /// A request left incomplete (part of a frame received) for this long is dropped.
@@ -17,53 +19,15 @@ public struct ServerSettings: Sendable {
     public var logConnections: Bool
     public var logErrors: Bool
 
-    public init(maxClients: Int = 32, sendTimeout: TimeAmount = .seconds(3), receiveTimeout: TimeAmount = .seconds(3),
+    public init(maxClients: Int = 32, maxClientsPerAddress: Int = 0, sendTimeout: TimeAmount = .seconds(3), receiveTimeout: TimeAmount = .seconds(3),
                 idleTimeout: TimeAmount = .seconds(10), logConnections: Bool = true, logErrors: Bool = true) {
         self.maxClients = maxClients
+        self.maxClientsPerAddress = maxClientsPerAddress
         self.sendTimeout = sendTimeout
         self.receiveTimeout = receiveTimeout
         self.idleTimeout = idleTimeout
         self.logConnections = logConnections
         self.logErrors = logErrors
-    }
-}
-
-/// Counts connected clients against the limit, shared by every event loop, with each
-/// connection's record and the server-wide counters for `s7commd status`.
-final class ConnectionRegistry: Sendable {
-    private let limitValue: Atomic<Int>
-    private let channels = Mutex<[ObjectIdentifier: (channel: any Channel, record: ConnectionRecord)]>([:])
-    let counters = ServerCounterSet()
-
-    init(limit: Int) { limitValue = Atomic(limit) }
-
-    /// The limit; lowering it closes no one, it only refuses newcomers until below it.
-    var limit: Int {
-        get { limitValue.load(ordering: .relaxed) }
-        set { limitValue.store(newValue, ordering: .relaxed) }
-    }
-
-    /// Registers `channel` with its record unless the limit is reached.
-    func admit(_ channel: any Channel, record: ConnectionRecord) -> Bool {
-        let limit = self.limit
-        return channels.withLock { list in
-            guard list.count < limit else { return false }
-            list[ObjectIdentifier(channel)] = (channel, record)
-            return true
-        }
-    }
-
-    func remove(_ channel: any Channel) {
-        channels.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(channel)) }
-    }
-
-    var count: Int { channels.withLock { $0.count } }
-    var all: [any Channel] { channels.withLock { $0.values.map(\.channel) } }
-
-    func snapshot() -> ServerSnapshot {
-        let records = channels.withLock { $0.values.map(\.record) }
-        let clients = records.map(\.status).sorted { ($0.connectedSince, $0.peer) < ($1.connectedSince, $1.peer) }
-        return ServerSnapshot(maxClients: limit, clients: clients, counters: counters.value)
     }
 }
 
@@ -75,6 +39,7 @@ public final class S7Server: Sendable {
     let logger: Logger
     let group: MultiThreadedEventLoopGroup
     let registry: ConnectionRegistry
+    let logLimiter: LogLimiter
     /// What monitoring scrapes, when metrics are served (``startMetrics(listeningOn:)``).
     public let metrics: ServerMetrics?
     private let serverChannel = Mutex<(any Channel)?>(nil)
@@ -86,7 +51,8 @@ public final class S7Server: Sendable {
         self.memory = memory
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
-        self.registry = ConnectionRegistry(limit: settings.maxClients)
+        self.registry = ConnectionRegistry(limit: settings.maxClients, perAddress: settings.maxClientsPerAddress)
+        self.logLimiter = LogLimiter(logger: logger)
         self.metrics = metrics
     }
 
@@ -98,6 +64,7 @@ public final class S7Server: Sendable {
     public func apply(settings: ServerSettings, session: SessionConfiguration) {
         live.withLock { $0 = (settings, session) }
         registry.limit = settings.maxClients
+        registry.limitPerAddress = settings.maxClientsPerAddress
     }
 
     /// Number of clients connected now.
@@ -112,16 +79,23 @@ public final class S7Server: Sendable {
         let memory = self.memory
         let logger = self.logger
         let registry = self.registry
+        let limiter = self.logLimiter
         let latency = metrics?.latency
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.writeBufferWaterMark, value: .init(low: 32 * 1024, high: 64 * 1024))
+            // Reading stops while a connection's answers back up (S7ChannelHandler); these bound
+            // what one read can bring in meanwhile: one read per event-loop turn, of at most
+            // ``S7ChannelHandler/maximumRead`` bytes.
+            .childChannelOption(.maxMessagesPerRead, value: 1)
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(
+                minimum: 64, initial: 2048, maximum: S7ChannelHandler.maximumRead))
             .childChannelInitializer { [self] channel in
                 let (settings, session) = self.live.withLock { $0 }
                 return channel.eventLoop.makeCompletedFuture {
                     let handler = S7ChannelHandler(session: S7Session(configuration: session, memory: memory),
-                                                   settings: settings, registry: registry, logger: logger, latency: latency)
+                                                   settings: settings, registry: registry, logger: logger,
+                                                   limiter: limiter, latency: latency)
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }
@@ -155,6 +129,7 @@ public final class S7Server: Sendable {
         for m in metricsChannels.withLock({ c in defer { c = [] }; return c }) {
             try? await m.close()
         }
+        registry.stopping = true
         for client in registry.all {
             try? await client.close()
         }

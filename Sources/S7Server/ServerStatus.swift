@@ -1,4 +1,5 @@
 import Foundation
+import S7Session
 import Synchronization
 
 /// One client connection as `s7commd status` shows it.
@@ -21,12 +22,6 @@ public struct ClientStatus: Codable, Equatable, Sendable {
 /// Server-wide counters since the worker started.
 public struct ServerCounters: Codable, Equatable, Sendable {
     public var requestsTotal: Int
-    public var refusedMaxClients: Int
-    public var droppedIdle: Int
-    public var droppedReceive: Int
-    public var droppedSend: Int
-    public var closedBadInput: Int
-    public var refusedConnections: Int
     /// Requests answered with an error (refused, malformed), over every connection.
     public var refusedRequests: Int
     /// Requests larger than the agreed PDU, over every connection.
@@ -35,16 +30,29 @@ public struct ServerCounters: Codable, Equatable, Sendable {
     public var bytesSent: Int
     /// Connections admitted (under max_clients).
     public var connectionsAccepted: Int
+    /// Connections refused, by ``RefusalReason`` (raw value): closed at once, or (rack_slot)
+    /// answered with a COTP disconnect.
+    public var refused: [String: Int]
+    /// Admitted connections that ended, by ``CloseReason/Kind`` (raw value).
+    public var closed: [String: Int]
+    /// Connections whose reading was paused at least once because their answers backed up.
+    public var throttled: Int
+
+    public func refused(_ reason: RefusalReason) -> Int { refused[reason.rawValue] ?? 0 }
+    public func closed(_ kind: CloseReason.Kind) -> Int { closed[kind.rawValue] ?? 0 }
 }
 
 /// What the worker answers to a status request.
 public struct ServerSnapshot: Codable, Equatable, Sendable {
     public var maxClients: Int
+    /// server.max_clients_per_address in effect (0: no limit).
+    public var maxClientsPerAddress: Int
     public var clients: [ClientStatus]
     public var counters: ServerCounters
 
-    public init(maxClients: Int, clients: [ClientStatus], counters: ServerCounters) {
+    public init(maxClients: Int, maxClientsPerAddress: Int = 0, clients: [ClientStatus], counters: ServerCounters) {
         self.maxClients = maxClients
+        self.maxClientsPerAddress = maxClientsPerAddress
         self.clients = clients
         self.counters = counters
     }
@@ -82,33 +90,31 @@ final class ConnectionRecord: Sendable {
     }
 }
 
-/// Counters shared by every connection of a server.
+/// Counters shared by every connection of a server: what changes per request is an atomic;
+/// refusals and closes (once per connection) are counted under a lock, by case.
 final class ServerCounterSet: Sendable {
     let requestsTotal = Atomic<Int>(0)
-    let refusedMaxClients = Atomic<Int>(0)
-    let droppedIdle = Atomic<Int>(0)
-    let droppedReceive = Atomic<Int>(0)
-    let droppedSend = Atomic<Int>(0)
-    let closedBadInput = Atomic<Int>(0)
-    let refusedConnections = Atomic<Int>(0)
     let refusedRequests = Atomic<Int>(0)
     let pduOverruns = Atomic<Int>(0)
     let bytesReceived = Atomic<Int>(0)
     let bytesSent = Atomic<Int>(0)
     let connectionsAccepted = Atomic<Int>(0)
+    let throttled = Atomic<Int>(0)
+    private let byReason = Mutex<(refused: [RefusalReason: Int], closed: [CloseReason.Kind: Int])>(([:], [:]))
+
+    func count(_ reason: RefusalReason) { byReason.withLock { $0.refused[reason, default: 0] += 1 } }
+    func count(_ kind: CloseReason.Kind) { byReason.withLock { $0.closed[kind, default: 0] += 1 } }
 
     var value: ServerCounters {
-        ServerCounters(requestsTotal: requestsTotal.load(ordering: .relaxed),
-                       refusedMaxClients: refusedMaxClients.load(ordering: .relaxed),
-                       droppedIdle: droppedIdle.load(ordering: .relaxed),
-                       droppedReceive: droppedReceive.load(ordering: .relaxed),
-                       droppedSend: droppedSend.load(ordering: .relaxed),
-                       closedBadInput: closedBadInput.load(ordering: .relaxed),
-                       refusedConnections: refusedConnections.load(ordering: .relaxed),
-                       refusedRequests: refusedRequests.load(ordering: .relaxed),
-                       pduOverruns: pduOverruns.load(ordering: .relaxed),
-                       bytesReceived: bytesReceived.load(ordering: .relaxed),
-                       bytesSent: bytesSent.load(ordering: .relaxed),
-                       connectionsAccepted: connectionsAccepted.load(ordering: .relaxed))
+        let (refused, closed) = byReason.withLock { $0 }
+        return ServerCounters(requestsTotal: requestsTotal.load(ordering: .relaxed),
+                              refusedRequests: refusedRequests.load(ordering: .relaxed),
+                              pduOverruns: pduOverruns.load(ordering: .relaxed),
+                              bytesReceived: bytesReceived.load(ordering: .relaxed),
+                              bytesSent: bytesSent.load(ordering: .relaxed),
+                              connectionsAccepted: connectionsAccepted.load(ordering: .relaxed),
+                              refused: Dictionary(uniqueKeysWithValues: RefusalReason.allCases.map { ($0.rawValue, refused[$0] ?? 0) }),
+                              closed: Dictionary(uniqueKeysWithValues: CloseReason.Kind.allCases.map { ($0.rawValue, closed[$0] ?? 0) }),
+                              throttled: throttled.load(ordering: .relaxed))
     }
 }

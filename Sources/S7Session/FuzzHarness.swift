@@ -5,6 +5,8 @@ import S7Wire
 ///
 /// The first byte picks the PDU size offered; the input is then split into chunks whose
 /// lengths cycle through 1, 7, 64 and the rest, so the framing code sees every kind of split.
+/// Every other chunk is taken one answer at a time (an output limit of one byte, then the
+/// frames held back are drained), as the server does when a client's answers back up.
 /// Checks the invariants that must hold for any input: the output is whole TPKT frames, never
 /// larger than the biggest frame, and the buffered input stays bounded.
 public enum FuzzHarness {
@@ -19,8 +21,15 @@ public enum FuzzHarness {
         while index < input.count {
             let size = min(chunkSizes[turn % chunkSizes.count], input.count - index)
             turn += 1
-            let outcome = input[index..<index + size].withUnsafeBytes { session.receive($0, into: &out) }
+            let limit = turn % 2 == 0 ? 1 : Int.max
+            var outcome = input[index..<index + size].withUnsafeBytes { session.receive($0, into: &out, outputLimit: limit) }
             index += size
+            while outcome == .open, session.hasBufferedRequests {
+                precondition(!out.isEmpty, "frames held back although the output limit was not reached")
+                checkFrames(out)
+                out.removeAll(keepingCapacity: true)
+                outcome = session.receive(UnsafeRawBufferPointer(start: nil, count: 0), into: &out, outputLimit: limit)
+            }
             checkFrames(out)
             out.removeAll(keepingCapacity: true)
             session.events.removeAll()

@@ -6,7 +6,7 @@ public enum SessionOutcome: Equatable, Sendable {
     /// Send what was written to the output buffer (if anything) and keep reading.
     case open
     /// Send what was written to the output buffer (if anything), then close the connection.
-    case close(reason: String)
+    case close(reason: CloseReason)
 }
 
 /// Things worth a log line; the channel handler drains ``S7Session/events`` after each call.
@@ -47,6 +47,19 @@ public struct S7Session {
     public private(set) var agreedPDUSize: Int?
     /// The client's connection request, once connected.
     public private(set) var connection: COTPConnectionParameters?
+    /// Parallel jobs granted in Setup Communication (Max AmQ calling: what the client may have
+    /// in flight), once Setup Communication is done.
+    public private(set) var grantedAmQ: Int?
+    /// Complete requests taken: connection request, Setup Communication and every S7 PDU.
+    /// An empty data TPDU and a COTP segment that is not the last are not requests, so they
+    /// do not count: the server measures idle time from the last change of this number.
+    public private(set) var completeRequests = 0
+    /// Identifies the incomplete frame or segmented PDU being received: nil when nothing is
+    /// incomplete, a new number each time a new one begins after a complete request. Bytes
+    /// that only continue it leave it unchanged, so a deadline armed when it changed cannot be
+    /// extended by trickling bytes.
+    public private(set) var incompleteInput: Int?
+    private var nextIncompleteInput = 0
     /// Events since the caller last emptied this array.
     public var events: [SessionEvent] = []
 
@@ -64,7 +77,22 @@ public struct S7Session {
     public init(configuration: SessionConfiguration, memory: any PLCMemoryAccess) {
         self.configuration = configuration
         self.memory = memory
-        inbound.reserveCapacity(S7Limits.maximumFrameLength)
+    }
+
+    /// Answers a client may leave unread beyond the parallel jobs it was granted before the
+    /// server stops reading from it (see ``outputBound``).
+    public static let answersBufferedBeyondAmQ = 1
+
+    /// How many bytes of unsent answers the server holds for this connection before it stops
+    /// reading: (granted AmQ + ``answersBufferedBeyondAmQ``) answer frames of the agreed PDU
+    /// (before Setup Communication: one AmQ and the configured PDU), each with its TPKT and
+    /// COTP headers for every TPDU it is split into.
+    public var outputBound: Int {
+        let pdu = agreedPDUSize ?? configuration.pduSize
+        let room = max(1, tpduSize - 3)
+        let frames = (pdu + room - 1) / room
+        let frameBytes = pdu + frames * (S7Limits.tpktHeaderLength + 3)
+        return ((grantedAmQ ?? 1) + Self.answersBufferedBeyondAmQ) * frameBytes
     }
 
     /// Bytes held back: an incomplete frame and COTP segments awaiting their last part.
@@ -73,20 +101,32 @@ public struct S7Session {
     /// True while part of a frame (or of a segmented PDU) waits for more bytes.
     public var hasPartialInput: Bool { !inbound.isEmpty || !segments.isEmpty }
 
-    /// Feeds bytes from the peer; appends every response to `out`.
-    public mutating func receive(_ bytes: UnsafeRawBufferPointer, into out: inout [UInt8]) -> SessionOutcome {
-        guard phase != .closed else { return .close(reason: "connection already closed") }
+    /// True when at least one whole frame waits in the input, held back because the output
+    /// reached the limit given to ``receive(_:into:outputLimit:)``.
+    public var hasBufferedRequests: Bool {
+        guard case .frame(let length)? = try? TPKT.peek(inbound[...]) else { return false }
+        return inbound.count >= length
+    }
+
+    /// Feeds bytes from the peer (none, to go on with frames already buffered); appends every
+    /// response to `out`. Stops taking frames once `out` holds `outputLimit` bytes or more: the
+    /// rest stays buffered (``hasBufferedRequests``) until the next call.
+    public mutating func receive(_ bytes: UnsafeRawBufferPointer, into out: inout [UInt8],
+                                 outputLimit: Int = .max) -> SessionOutcome {
+        guard phase != .closed else { return .close(reason: .badInput("connection already closed")) }
+        if inbound.capacity == 0 { inbound.reserveCapacity(S7Limits.maximumFrameLength) }
         inbound.append(contentsOf: bytes)
         var consumed = 0
         var outcome = SessionOutcome.open
-        while outcome == .open {
+        let requestsBefore = completeRequests
+        while outcome == .open, out.count < outputLimit {
             let available = inbound[consumed...]
             let length: Int
             do {
                 guard case .frame(let l) = try TPKT.peek(available) else { break }
                 length = l
             } catch {
-                outcome = .close(reason: error.description)
+                outcome = .close(reason: .badInput(error.description))
                 break
             }
             guard available.count >= length else { break }
@@ -100,12 +140,18 @@ public struct S7Session {
             inbound.removeFirst(consumed)
         }
         if case .close = outcome { phase = .closed }
+        if !hasPartialInput {
+            incompleteInput = nil
+        } else if incompleteInput == nil || completeRequests != requestsBefore {
+            nextIncompleteInput &+= 1
+            incompleteInput = nextIncompleteInput
+        }
         return outcome
     }
 
     /// Convenience for tests and tools.
-    public mutating func receive(_ bytes: [UInt8], into out: inout [UInt8]) -> SessionOutcome {
-        bytes.withUnsafeBytes { receive($0, into: &out) }
+    public mutating func receive(_ bytes: [UInt8], into out: inout [UInt8], outputLimit: Int = .max) -> SessionOutcome {
+        bytes.withUnsafeBytes { receive($0, into: &out, outputLimit: outputLimit) }
     }
 
     private mutating func handleFrame(_ tpdu: ArraySlice<UInt8>, _ out: inout [UInt8]) -> SessionOutcome {
@@ -113,20 +159,20 @@ public struct S7Session {
         do {
             pdu = try COTPPDU.decode(tpdu)
         } catch {
-            return .close(reason: error.description)
+            return .close(reason: .badInput(error.description))
         }
         switch pdu {
         case .connectionRequest(let request):
             guard phase == .awaitingConnectionRequest else {
-                return .close(reason: "second COTP connection request on a connected transport")
+                return .close(reason: .badInput("second COTP connection request on a connected transport"))
             }
             return connect(request, &out)
         case .data(let eot, let payload):
             guard phase != .awaitingConnectionRequest else {
-                return .close(reason: "COTP data before a connection request")
+                return .close(reason: .badInput("COTP data before a connection request"))
             }
             guard segments.count + payload.count <= S7Limits.maximumReassembledPDU else {
-                return .close(reason: "COTP segments add up to more than \(S7Limits.maximumReassembledPDU) bytes")
+                return .close(reason: .badInput("COTP segments add up to more than \(S7Limits.maximumReassembledPDU) bytes"))
             }
             if !eot {
                 segments.append(contentsOf: payload)
@@ -144,9 +190,9 @@ public struct S7Session {
             return handlePDU(whole, &out)
         case .disconnectRequest(let dst, let src, _):
             COTPPDU.disconnectConfirm(destinationReference: src, sourceReference: dst).encodeFrame(into: &out)
-            return .close(reason: "client disconnected (COTP disconnect request)")
+            return .close(reason: .clientDisconnected("COTP disconnect request"))
         case .connectionConfirm, .disconnectConfirm:
-            return .close(reason: "unexpected COTP TPDU from a client")
+            return .close(reason: .badInput("unexpected COTP TPDU from a client"))
         }
     }
 
@@ -172,8 +218,8 @@ public struct S7Session {
                 COTPPDU.disconnectRequest(destinationReference: request.sourceReference, sourceReference: 1, reason: 0x80)
                     .encodeFrame(into: &out)
                 let asked = rackSlot.map(\.description) ?? "no rack/slot"
-                return .close(reason: "connection to \(asked) refused: allowed are "
-                    + configuration.allowedRackSlots.map(\.description).joined(separator: ", "))
+                return .close(reason: .rackSlotRefused(
+                    asked: asked, allowed: configuration.allowedRackSlots.map(\.description).joined(separator: ", ")))
             }
         }
         let requested = request.tpduSizeCode.flatMap { COTPConnectionParameters.tpduSize(code: $0) != nil ? $0 : nil }
@@ -187,6 +233,7 @@ public struct S7Session {
         confirm.tpduSizeCode = agreedCode
         COTPPDU.connectionConfirm(confirm).encodeFrame(into: &out)
         connection = request
+        completeRequests &+= 1
         phase = .awaitingSetup
         events.append(.connected(connectionType: request.connectionType, rack: request.rack, slot: request.slot, tpduSize: tpduSize))
         return .open
@@ -200,11 +247,12 @@ public struct S7Session {
             return refuseMalformed(bytes, error, &out)
         }
         let ref = pdu.header.pduReference
+        completeRequests &+= 1
         if case .setupCommunication(let calling, let called, let size) = pdu.request {
             return setup(ref, calling, called, Int(size), &out)
         }
         guard phase == .ready, let agreed = agreedPDUSize else {
-            return .close(reason: "S7 request before Setup Communication")
+            return .close(reason: .badInput("S7 request before Setup Communication"))
         }
         requestsAnswered &+= 1
         if bytes.count > agreed {
@@ -232,7 +280,7 @@ public struct S7Session {
         guard phase == .ready, let header = try? S7Header.decode(bytes),
               header.rosctr == S7ROSCTR.job.rawValue || header.rosctr == S7ROSCTR.userData.rawValue
         else {
-            return .close(reason: error.description)
+            return .close(reason: .badInput(error.description))
         }
         events.append(.refused(what: "malformed request", error: error.description))
         if header.rosctr == S7ROSCTR.job.rawValue {
@@ -264,7 +312,7 @@ public struct S7Session {
 
     private mutating func setup(_ ref: UInt16, _ calling: UInt16, _ called: UInt16, _ proposed: Int, _ out: inout [UInt8]) -> SessionOutcome {
         guard phase == .awaitingSetup || phase == .ready else {
-            return .close(reason: "Setup Communication before a COTP connection")
+            return .close(reason: .badInput("Setup Communication before a COTP connection"))
         }
         guard proposed >= S7Limits.minimumNegotiablePDUSize else {
             events.append(.pduRefused(proposed: proposed))
@@ -273,6 +321,7 @@ public struct S7Session {
         }
         let agreed = min(proposed, configuration.pduSize)
         agreedPDUSize = agreed
+        grantedAmQ = Int(max(1, min(calling, S7Limits.maximumParallelJobs)))
         phase = .ready
         events.append(.negotiated(proposed: proposed, agreed: agreed))
         var f = S7FrameBuilder(&out, rosctr: .ackData, pduReference: ref, error: S7HeaderError(errorClass: 0, code: 0))
@@ -382,6 +431,6 @@ extension S7Session {
         var r = ByteReader(p)
         guard (try? r.skip(8)) != nil, let blockLength = try? r.u16(), (try? r.skip(Int(blockLength))) != nil,
               let nameLength = try? r.u8(), let name = try? r.take(Int(nameLength)), r.remaining == 0 else { return nil }
-        return String(decoding: name, as: UTF8.self)
+        return LogText.escaped(bytes: name)
     }
 }

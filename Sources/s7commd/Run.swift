@@ -241,6 +241,7 @@ struct Run: ParsableCommand {
                 for warning in updated.warnings { logger.warning("configuration: \(warning)") }
                 var kept = settings
                 kept.server.maxClients = updated.server.maxClients
+                kept.server.maxClientsPerAddress = updated.server.maxClientsPerAddress
                 kept.server.pduSize = updated.server.pduSize
                 kept.server.sendTimeoutMs = updated.server.sendTimeoutMs
                 kept.server.recvTimeoutMs = updated.server.recvTimeoutMs

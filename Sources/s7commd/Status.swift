@@ -3,6 +3,7 @@ import Foundation
 import S7Config
 import S7Runtime
 import S7Server
+import S7Session
 
 /// What a running `s7commd run` publishes next to its pid file at start and after each reload,
 /// so `s7commd status` can tell what is in effect and which changes wait for a restart.
@@ -183,8 +184,10 @@ extension Status {
         if let problem = live.workerProblem { print("clients and counters: unavailable — \(problem)") }
         guard let server = live.server else { return }
         let c = server.counters
-        print("counters: requests \(c.requestsTotal) (errors: \(c.refusedRequests) refused, \(c.pduOverruns) over the PDU), bytes in \(c.bytesReceived) / out \(c.bytesSent), connections \(c.connectionsAccepted), refused over max_clients \(c.refusedMaxClients), dropped by timeout idle \(c.droppedIdle) / receive \(c.droppedReceive) / send \(c.droppedSend), closed for bad input \(c.closedBadInput), refused connections (rack/slot) \(c.refusedConnections)")
-        print("clients: \(server.clients.count) of max \(server.maxClients)")
+        print("counters: requests \(c.requestsTotal) (errors: \(c.refusedRequests) refused, \(c.pduOverruns) over the PDU), bytes in \(c.bytesReceived) / out \(c.bytesSent), connections \(c.connectionsAccepted), throttled \(c.throttled)")
+        print("refused: " + RefusalReason.allCases.map { "\($0.rawValue) \(c.refused($0))" }.joined(separator: ", "))
+        print("closed: " + CloseReason.Kind.allCases.map { "\($0.rawValue) \(c.closed($0))" }.joined(separator: ", "))
+        print("clients: \(server.clients.count) of max \(server.maxClients)\(server.maxClientsPerAddress > 0 ? ", at most \(server.maxClientsPerAddress) per address" : "")")
         guard !server.clients.isEmpty else { return }
         var rows = [["PEER", "SINCE", "TYPE/RACK/SLOT", "PDU PROPOSED→AGREED", "REQUESTS", "ERRORS"]]
         for client in server.clients {

@@ -81,6 +81,12 @@ struct EmbeddedHandlerTests {
         return out
     }
 
+    /// COTP connect and Setup Communication, checked.
+    func setUp(_ h: Harness) throws {
+        #expect(try exchange(h.channel, connectRequest) == connectConfirm)
+        #expect(try exchange(h.channel, setupRequest) == setupAnswer)
+    }
+
     @Test func answersAFullSession() throws {
         let h = try harness()
         #expect(try exchange(h.channel, connectRequest) == connectConfirm)
@@ -116,17 +122,14 @@ struct EmbeddedHandlerTests {
         let logs = LogStore()
         let a = try harness(registry: registry, logs: logs, port: 40001)
         let b = try harness(registry: registry, logs: logs, port: 40002)
+        for h in [a, b] { try setUp(h) }
         let c = try harness(registry: registry, logs: logs, port: 40003)
         #expect(!c.channel.isActive)
-        #expect(logs.contains("refused 127.0.0.1:40003: max_clients (2) clients are connected already"))
+        #expect(logs.contains("refused 127.0.0.1:40003: max_clients (2) clients are connected already and all have completed setup (server.max_clients=2)"))
         #expect(try exchange(c.channel, connectRequest) == [])
         #expect(registry.count == 2)
         // The admitted clients go on working.
-        for h in [a, b] {
-            #expect(try exchange(h.channel, connectRequest) == connectConfirm)
-            #expect(try exchange(h.channel, setupRequest) == setupAnswer)
-            #expect(try exchange(h.channel, readRequest) == readAnswer)
-        }
+        for h in [a, b] { #expect(try exchange(h.channel, readRequest) == readAnswer) }
         // When one leaves, a new client is admitted.
         try a.channel.close().wait()
         #expect(registry.count == 1)
@@ -142,6 +145,8 @@ struct EmbeddedHandlerTests {
         let registry = ConnectionRegistry(limit: 1)
         let metrics = ServerMetrics()
         let a = try harness(registry: registry, port: 40021, metrics: metrics)
+        #expect(try exchange(a.channel, connectRequest) == connectConfirm)
+        #expect(try exchange(a.channel, setupRequest) == setupAnswer)
         let refused = try harness(registry: registry, port: 40022, metrics: metrics)
         #expect(!refused.channel.isActive)
         func values() -> [String: String] {
@@ -154,8 +159,6 @@ struct EmbeddedHandlerTests {
             return out
         }
         #expect(values()["s7commd_requests_total"] == "0")
-        #expect(try exchange(a.channel, connectRequest) == connectConfirm)
-        #expect(try exchange(a.channel, setupRequest) == setupAnswer)
         #expect(try exchange(a.channel, readRequest + readRequest) == readAnswer + readAnswer)
         for _ in 0..<2 {
             let v = values()
@@ -185,14 +188,13 @@ struct EmbeddedHandlerTests {
         let registry = ConnectionRegistry(limit: 1)
         let logs = LogStore()
         let a = try harness(registry: registry, logs: logs, port: 40011)
+        try setUp(a)
         let refused = try harness(registry: registry, logs: logs, port: 40012)
         #expect(!refused.channel.isActive)
-        #expect(try exchange(a.channel, connectRequest) == connectConfirm)
-        #expect(try exchange(a.channel, setupRequest) == setupAnswer)
         #expect(try exchange(a.channel, readRequest + readRequest) == readAnswer + readAnswer)
         let snapshot = registry.snapshot()
         #expect(snapshot.maxClients == 1)
-        #expect(snapshot.counters.refusedMaxClients == 1 && snapshot.counters.requestsTotal == 2)
+        #expect(snapshot.counters.refused(.maxClients) == 1 && snapshot.counters.requestsTotal == 2)
         #expect(snapshot.clients.count == 1)
         let client = try #require(snapshot.clients.first)
         #expect(client.peer == "127.0.0.1:40011" && client.connectionType == "PG" && client.rack == 0 && client.slot == 1)
@@ -201,38 +203,40 @@ struct EmbeddedHandlerTests {
         #expect(registry.snapshot().clients.isEmpty)
         let garbage = try harness(registry: registry, logs: logs, port: 40013)
         _ = try exchange(garbage.channel, Array("GET / HTTP/1.1\r\n\r\n".utf8))
-        #expect(registry.snapshot().counters.closedBadInput == 1)
+        #expect(registry.snapshot().counters.closed(.badInput) == 1)
         _ = try? garbage.channel.finish()
     }
 
     @Test func idleAndIncompleteRequestTimeouts() throws {
         let settings = ServerSettings(maxClients: 4, receiveTimeout: .milliseconds(300), idleTimeout: .seconds(2))
         let idle = try harness(settings: settings)
-        _ = try exchange(idle.channel, connectRequest)
+        try setUp(idle)
         idle.channel.embeddedEventLoop.advanceTime(by: .milliseconds(1999))
         #expect(idle.channel.isActive)
         idle.channel.embeddedEventLoop.advanceTime(by: .milliseconds(1))
         #expect(!idle.channel.isActive)
-        #expect(idle.logs.contains("disconnected: no request for 2000 ms (server.ping_timeout_ms)"))
+        #expect(idle.logs.contains("disconnected: no request for 2000 ms (server.ping_timeout_ms=2000)"))
 
         let partial = try harness(settings: settings)
-        _ = try exchange(partial.channel, Array(connectRequest[..<5]))
+        try setUp(partial)
+        _ = try exchange(partial.channel, Array(readRequest[..<5]))
         partial.channel.embeddedEventLoop.advanceTime(by: .milliseconds(300))
         #expect(!partial.channel.isActive)
-        #expect(partial.logs.contains("disconnected: request incomplete after 300 ms (server.recv_timeout_ms)"))
+        #expect(partial.logs.contains("disconnected: request incomplete 300 ms after its first byte (server.recv_timeout_ms=300)"))
     }
 
     @Test func timeoutsAreCounted() throws {
         let registry = ConnectionRegistry(limit: 4)
         let settings = ServerSettings(maxClients: 4, receiveTimeout: .milliseconds(300), idleTimeout: .seconds(2))
         let idle = try harness(registry: registry, settings: settings)
-        _ = try exchange(idle.channel, connectRequest)
+        try setUp(idle)
         idle.channel.embeddedEventLoop.advanceTime(by: .seconds(2))
         let partial = try harness(registry: registry, settings: settings)
-        _ = try exchange(partial.channel, Array(connectRequest[..<5]))
+        try setUp(partial)
+        _ = try exchange(partial.channel, Array(readRequest[..<5]))
         partial.channel.embeddedEventLoop.advanceTime(by: .milliseconds(300))
         let counters = registry.snapshot().counters
-        #expect(counters.droppedIdle == 1 && counters.droppedReceive == 1 && counters.droppedSend == 0)
+        #expect(counters.closed(.idleTimeout) == 1 && counters.closed(.receiveTimeout) == 1 && counters.closed(.sendTimeout) == 0)
     }
 }
 
@@ -285,17 +289,17 @@ struct LoopbackServerTests {
         let port = try #require(address?.port)
 
         let a = try Client(port: port)
-        #expect(a.exchange(connectRequest, expecting: connectConfirm.count) == connectConfirm)
         let b = try Client(port: port)
-        #expect(b.exchange(connectRequest, expecting: connectConfirm.count) == connectConfirm)
+        for client in [a, b] {
+            #expect(client.exchange(connectRequest, expecting: connectConfirm.count) == connectConfirm)
+            #expect(client.exchange(setupRequest, expecting: setupAnswer.count) == setupAnswer)
+        }
         let c = try Client(port: port)
-        // The third is accepted by TCP and closed at once: it reads end-of-file, no answer.
+        // Both slots hold set-up clients: the third is accepted by TCP and closed at once; it
+        // reads end-of-file, no answer.
         #expect(c.exchange(connectRequest, expecting: connectConfirm.count) == [])
         #expect(server.connectedClients == 2)
-        for client in [a, b] {
-            #expect(client.exchange(setupRequest, expecting: setupAnswer.count) == setupAnswer)
-            #expect(client.exchange(readRequest, expecting: readAnswer.count) == readAnswer)
-        }
+        for client in [a, b] { #expect(client.exchange(readRequest, expecting: readAnswer.count) == readAnswer) }
         // Garbage closes that connection only.
         a.send(Array("GET / HTTP/1.1\r\n\r\n".utf8))
         #expect(a.receive(1) == [])

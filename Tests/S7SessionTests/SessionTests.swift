@@ -38,7 +38,7 @@ struct SessionTests {
             Issue.record("expected close, got \(outcome)")
             return
         }
-        #expect(reason.contains("COTP segments add up to more than \(n) bytes"))
+        #expect(reason.description.contains("COTP segments add up to more than \(n) bytes"))
         #expect(out.isEmpty)
         #expect(s.phase == .closed)
     }
@@ -63,9 +63,9 @@ struct SessionTests {
         // N+1 over the top: a header announcing 1029 bytes closes at once, before the body arrives.
         let over = S7Limits.maximumFrameLength + 1
         let outcome = s.receive([3, 0, UInt8(over >> 8), UInt8(over & 0xFF)], into: &out)
-        #expect(outcome == .close(reason: "TPKT length \(over) is outside 7...1028"))
+        #expect(outcome == .close(reason: .badInput("TPKT length \(over) is outside 7...1028")))
         var t = readySession()
-        #expect(t.receive([3, 0, 0, 6, 2, 0xF0], into: &out) == .close(reason: "TPKT length 6 is outside 7...1028"))
+        #expect(t.receive([3, 0, 0, 6, 2, 0xF0], into: &out) == .close(reason: .badInput("TPKT length 6 is outside 7...1028")))
         // N: a 7-byte frame (an empty DT) is accepted.
         var u = readySession()
         out.removeAll()
@@ -77,20 +77,20 @@ struct SessionTests {
         var s = makeSession()
         var out: [UInt8] = []
         let outcome = s.receive(Array("GET / HTTP/1.1\r\n\r\n".utf8), into: &out)
-        #expect(outcome == .close(reason: "not an ISO-on-TCP frame: TPKT version byte is 0x47, expected 0x03"))
+        #expect(outcome == .close(reason: .badInput("not an ISO-on-TCP frame: TPKT version byte is 0x47, expected 0x03")))
         #expect(out.isEmpty)
-        #expect(s.receive([3], into: &out) == .close(reason: "connection already closed"))
+        #expect(s.receive([3], into: &out) == .close(reason: .badInput("connection already closed")))
     }
 
     @Test func orderOfConnectionStepsIsEnforced() {
         var out: [UInt8] = []
         var a = makeSession()
-        #expect(a.receive(Build.setup(480), into: &out) == .close(reason: "COTP data before a connection request"))
+        #expect(a.receive(Build.setup(480), into: &out) == .close(reason: .badInput("COTP data before a connection request")))
         var b = makeSession()
         _ = b.receive(Build.connect, into: &out)
-        #expect(b.receive(Build.read(1, [Build.item(2, 1, area: 0x83, address: 0)]), into: &out) == .close(reason: "S7 request before Setup Communication"))
+        #expect(b.receive(Build.read(1, [Build.item(2, 1, area: 0x83, address: 0)]), into: &out) == .close(reason: .badInput("S7 request before Setup Communication")))
         var c = readySession()
-        #expect(c.receive(Build.connect, into: &out) == .close(reason: "second COTP connection request on a connected transport"))
+        #expect(c.receive(Build.connect, into: &out) == .close(reason: .badInput("second COTP connection request on a connected transport")))
     }
 
     @Test func malformedS7HeaderClosesButMalformedParametersAreAnswered() {
@@ -107,7 +107,7 @@ struct SessionTests {
             Issue.record("expected close")
             return
         }
-        #expect(reason == "S7 header declares 19 bytes but the PDU has 11")
+        #expect(reason == .badInput("S7 header declares 19 bytes but the PDU has 11"))
     }
 
     @Test func rackSlotAllowList() {
@@ -116,7 +116,7 @@ struct SessionTests {
         config.allowedRackSlots = [RackSlot(rack: 0, slot: 2)]
         var refused = S7Session(configuration: config, memory: FixtureMemory.make())
         let outcome = refused.receive(Build.connect, into: &out)
-        #expect(outcome == .close(reason: "connection to rack 0 slot 1 refused: allowed are rack 0 slot 2"))
+        #expect(outcome == .close(reason: .rackSlotRefused(asked: "rack 0 slot 1", allowed: "rack 0 slot 2")))
         #expect(out == bytes("03 00 00 0B 06 80 00 01 00 01 80"))
         var allowed = S7Session(configuration: config, memory: FixtureMemory.make())
         out.removeAll()
