@@ -52,6 +52,9 @@ enum ImageTableNames {
 }
 
 public enum ConfigSchema {
+    /// The largest server.max_clients.
+    public static let maximumClients = 1024
+
     private static func key(_ path: String, _ kind: ConfigKey.Kind, _ def: String, _ applies: ConfigKey.Applies,
                             _ meaning: String, s7commd: Bool = false) -> ConfigKey {
         ConfigKey(path: path, kind: kind, defaultValue: def, meaning: meaning, applies: applies, s7commdOnly: s7commd)
@@ -65,14 +68,14 @@ public enum ConfigSchema {
             "the network interface to listen on: 0.0.0.0 for every interface, 127.0.0.1 for clients on this host only"),
         key("server.port", .int(1...65535), "102", .restart,
             "TCP port for S7 clients; 102 is the S7 standard and most HMIs cannot change it"),
-        key("server.max_clients", .int(1...1024), "32", .live, "simultaneously connected S7 clients (1-1024)"),
+        key("server.max_clients", .int(1...maximumClients), "32", .live, "simultaneously connected S7 clients (1-1024)"),
         key("server.max_clients_per_address", .int(0...1024), "0", .live,
             "connections one IP address may hold at once; a further one is closed at once; 0: no limit", s7commd: true),
         key("server.pdu_size", .int(240...960), "480", .live,
             "largest S7 telegram offered, in bytes (240-960); each client gets the smaller of its own and this"),
-        key("server.send_timeout_ms", .int(100...30_000), "3000", .live, "a client that takes none of our data for this long is dropped"),
-        key("server.recv_timeout_ms", .int(100...30_000), "3000", .live, "a request left half-received for this long is dropped"),
-        key("server.ping_timeout_ms", .int(100...60_000), "10000", .live, "a client that sends nothing for this long is dropped, freeing its slot"),
+        key("server.send_timeout_ms", .int(100...30_000), "3000", .live, "answers the client leaves unread this long after it stopped taking them: it is dropped"),
+        key("server.recv_timeout_ms", .int(100...30_000), "3000", .live, "a deadline, never extended by trickled bytes: COTP connect and Setup Communication this long after connecting, each request this long after its first byte; else the client is dropped"),
+        key("server.ping_timeout_ms", .int(100...60_000), "10000", .live, "a client that completes no request for this long is dropped, freeing its slot (empty data TPDUs do not count)"),
         key("server.work_interval_ms", .int(10...1000), "100", .live, "accepted for compatibility; s7commd is event driven and does not poll"),
         key("server.allowed_rack_slots", .array, "[] (any)", .live,
             "when not empty, only these {\"rack\", \"slot\"} pairs may connect; others get a COTP disconnect", s7commd: true),

@@ -10,6 +10,7 @@ enum StartFailure: Int32 {
     case privileges = 6
     case stateDirectory = 7
     case sharedMemory = 8
+    case descriptors = 9
 }
 
 /// Who listens on a TCP port: read from /proc/net/tcp(6) and the processes' descriptors.

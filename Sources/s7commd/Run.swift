@@ -108,6 +108,7 @@ struct Run: ParsableCommand {
             }
             settings.server.port = port
         }
+        try Self.raiseOpenFilesLimit(maxClients: settings.server.maxClients, logger)
         let source = path ?? "the built-in demo configuration (no --config given and \(Self.installedConfiguration) does not exist)"
         do {
             _ = try PLCMemory.MemoryLayout(settings.memory)
@@ -148,6 +149,31 @@ struct Run: ParsableCommand {
         }
         return Prepared(settings: settings, path: path, source: source, text: text, listener: listener,
                         metricsListener: metricsListener, logger: logger, files: files)
+    }
+
+    /// Raises the soft open-files limit to what server.max_clients needs (and, where the hard
+    /// limit allows, to what max_clients 1024 would need, so that a reload may raise it), or
+    /// stops the start when the hard limit is too low.
+    static func raiseOpenFilesLimit(maxClients: Int, _ logger: Logger) throws {
+        let needed = OpenFilesLimit.needed(maxClients: maxClients)
+        let limits: OpenFilesLimit.Value
+        do {
+            limits = try OpenFilesLimit.raise(to: OpenFilesLimit.needed(maxClients: ConfigSchema.maximumClients))
+        } catch {
+            printError("\(error)\nNothing was started.")
+            throw ExitCode(StartFailure.descriptors.rawValue)
+        }
+        guard limits.soft >= needed else {
+            printError(openFilesProblem(maxClients: maxClients, limit: limits.hard, which: "hard") + "\nNothing was started.")
+            throw ExitCode(StartFailure.descriptors.rawValue)
+        }
+        logger.debug("open-files limit \(limits.soft) (hard \(limits.hard)); server.max_clients \(maxClients) needs \(needed)")
+    }
+
+    /// Why `maxClients` does not fit under an open-files limit, and what to do.
+    static func openFilesProblem(maxClients: Int, limit: Int, which: String) -> String {
+        let needed = OpenFilesLimit.needed(maxClients: maxClients)
+        return "server.max_clients \(maxClients) needs up to \(needed) open descriptors (one per client and \(OpenFilesLimit.reserve) for s7commd itself), but the \(which) open-files limit (RLIMIT_NOFILE) is \(limit): raise it to at least \(needed) (LimitNOFILE=\(needed) in the systemd unit, or `ulimit -Hn \(needed)` as root before starting) or lower server.max_clients"
     }
 
     /// Binds a listening TCP socket, or explains on stderr and in the log why it could not:
@@ -236,6 +262,10 @@ struct Run: ParsableCommand {
             }
             do {
                 let updated = try S7Configuration.loadForHost(path: path)
+                if let limits = try? OpenFilesLimit.current(), limits.soft < OpenFilesLimit.needed(maxClients: updated.server.maxClients) {
+                    logger.error("reload refused, the running configuration is unchanged: \(Self.openFilesProblem(maxClients: updated.server.maxClients, limit: limits.soft, which: "soft"))")
+                    return nil
+                }
                 let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? p.text
                 let (live, restart) = settings.changes(to: updated)
                 for warning in updated.warnings { logger.warning("configuration: \(warning)") }
