@@ -135,7 +135,7 @@ def test_metrics_over_a_loopback_port_count_what_clients_did(start_server):
         assert [v for _, v in buckets] == sorted(v for _, v in buckets), "cumulative buckets never decrease"
         # the same counters status shows
         report = status_json(h)
-        assert report["counters"]["refused_max_clients"] == 1
+        assert report["counters"]["refused"]["max_clients"] == 1
         assert report["counters"]["bytes_received"] >= value(during, "s7commd_received_bytes_total")
     finally:
         c.disconnect()
