@@ -181,6 +181,31 @@ final class S7ChannelHandler: ChannelDuplexHandler {
         pumping = true
         defer { pumping = false }
         var input = bytes
+        repeat {
+            guard pumpOnce(context, &input) else { return }
+            if isPaused(context), wroteSomething {
+                // Nothing drains until it is flushed. A flush that empties the queue makes the
+                // channel writable again while pumping: then go on with the held-back requests;
+                // otherwise the writability change resumes them.
+                wroteSomething = false
+                context.flush()
+            }
+        } while closeReason == nil && session.hasBufferedRequests && context.channel.isWritable
+        noteProgress(context)
+        resumeReading(context)
+    }
+
+    /// Passes on a read NIO asked for while paused, once nothing holds it back.
+    private func resumeReading(_ context: ChannelHandlerContext) {
+        if readPending, closeReason == nil, !isPaused(context) {
+            readPending = false
+            context.read()
+        }
+    }
+
+    /// Answers what fits under the output bound while the channel is writable; false when the
+    /// connection was closed.
+    private func pumpOnce(_ context: ChannelHandlerContext, _ input: inout UnsafeRawBufferPointer) -> Bool {
         while true {
             let started = latency == nil ? nil : NIODeadline.now()
             let outcome = session.receive(input, into: &out, outputLimit: session.outputBound)
@@ -197,18 +222,10 @@ final class S7ChannelHandler: ChannelDuplexHandler {
             }
             if case .close(let reason) = outcome {
                 close(context: context, reason: reason, flush: true)
-                return
+                return false
             }
-            guard session.hasBufferedRequests, context.channel.isWritable else { break }
+            guard session.hasBufferedRequests, context.channel.isWritable else { return true }
         }
-        if isPaused(context) {
-            // Nothing drains until it is flushed; the writability change resumes the rest.
-            if wroteSomething {
-                wroteSomething = false
-                context.flush()
-            }
-        }
-        noteProgress(context)
     }
 
     /// After input was taken: setup done, the receive deadline, idle time.
@@ -282,10 +299,7 @@ final class S7ChannelHandler: ChannelDuplexHandler {
                     wroteSomething = false
                     context.flush()
                 }
-                if readPending, !isPaused(context) {
-                    readPending = false
-                    context.read()
-                }
+                resumeReading(context)
             }
         } else {
             startThrottling(context)
@@ -303,7 +317,7 @@ final class S7ChannelHandler: ChannelDuplexHandler {
                 if limiter.allow(reason: "throttled", address: address, level: .notice, on: context.eventLoop, summary: { n, from in
                     "throttled \(n) more connections from \(from) in the last \(Self.windowText) that did not take their answers"
                 }) {
-                    logger.notice("client \(peer) has more requests in flight than the AmQ \(amq) it was granted; reading from it is paused until it takes its answers (\(session.outputBound) bytes wait)")
+                    logger.notice("client \(peer) has more requests in flight than the AmQ \(amq) it was granted; reading from it is paused until it takes its answers (output bound \(session.outputBound) bytes)")
                 }
             }
         }

@@ -101,11 +101,16 @@ public struct S7Session {
     /// True while part of a frame (or of a segmented PDU) waits for more bytes.
     public var hasPartialInput: Bool { !inbound.isEmpty || !segments.isEmpty }
 
-    /// True when at least one whole frame waits in the input, held back because the output
-    /// reached the limit given to ``receive(_:into:outputLimit:)``.
+    /// True when input waits that the next ``receive(_:into:outputLimit:)`` can act on without
+    /// more bytes (a whole frame, or a header already known to be invalid), held back because
+    /// the output reached the limit given to the last call.
     public var hasBufferedRequests: Bool {
-        guard case .frame(let length)? = try? TPKT.peek(inbound[...]) else { return false }
-        return inbound.count >= length
+        do {
+            guard case .frame(let length) = try TPKT.peek(inbound[...]) else { return false }
+            return inbound.count >= length
+        } catch {
+            return true
+        }
     }
 
     /// Feeds bytes from the peer (none, to go on with frames already buffered); appends every

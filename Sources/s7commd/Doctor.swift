@@ -66,6 +66,16 @@ struct Doctor: ParsableCommand {
             }
         }
 
+        if let s = settings?.server, let limits = try? OpenFilesLimit.current() {
+            let needed = OpenFilesLimit.needed(maxClients: s.maxClients)
+            if limits.hard >= needed {
+                add("open files", "ok", "server.max_clients \(s.maxClients) needs \(needed) descriptors; this shell's hard limit is \(limits.hard) (run raises the soft limit, now \(limits.soft))")
+            } else {
+                add("open files", "problem", Run.openFilesProblem(maxClients: s.maxClients, limit: limits.hard, which: "hard"),
+                    "LimitNOFILE=\(needed) in the unit (the packaged one sets 2048), or ulimit -Hn \(needed) before s7commd run")
+            }
+        }
+
         if let m = settings?.metrics, m.enabled, m.port != 0 {
             checkPort("metrics port", m.bindAddress, m.port, setting: "metrics.port", running, add)
         }
