@@ -16,18 +16,21 @@ public enum RefusalReason: String, CaseIterable, Sendable, Codable {
 /// `server.max_clients` and `server.max_clients_per_address`, each connection's record for
 /// `s7commd status`, and the server-wide counters.
 ///
-/// Admission rule: connections that have not completed COTP connect and Setup Communication
-/// can never lock out one that would. When every slot is taken, a newcomer evicts the oldest
-/// connection still setting up; only when every slot holds a set-up client is it refused.
+/// Admission rule: connections that wait — for their setup, for the rest of a request, or
+/// for their client to take its answers — can never lock out one that would complete its
+/// setup. When every slot is taken, a newcomer evicts the connection that has been waiting
+/// longest (a set-up one only after ``evictionGrace``); only when no slot waits (every one holds a set-up client whose requests arrive
+/// whole and whose answers drain) is it refused. A client that keeps to the protocol waits in
+/// none of these states for more than a round trip, so it is never the longest waiting.
 final class ConnectionRegistry: Sendable {
     struct Entry: Sendable {
         let channel: any Channel
         let record: ConnectionRecord
         let address: String
-        let admitted: NIODeadline
-        var setUp = false
+        /// Since when and for what the connection waits; nil while it is in good standing.
+        var waiting: (since: NIODeadline, what: CloseReason.Waiting)?
         /// Closes the connection on its own event loop (reason: evicted).
-        let evict: @Sendable (_ age: TimeAmount) -> Void
+        let evict: @Sendable (_ waiting: CloseReason.Waiting, _ age: TimeAmount) -> Void
     }
 
     enum Admission {
@@ -39,6 +42,11 @@ final class ConnectionRegistry: Sendable {
         var entries: [ObjectIdentifier: Entry] = [:]
         var perAddress: [String: Int] = [:]
     }
+
+    /// How long a set-up connection must have waited for the rest of a request, or for its
+    /// client to take answers, before a newcomer may evict it: a request split over a slow
+    /// link, or a burst of answers, is never a reason to lose a connection.
+    static let evictionGrace: TimeAmount = .milliseconds(500)
 
     private let stoppingFlag = Atomic<Bool>(false)
     private let limitValue: Atomic<Int>
@@ -71,36 +79,40 @@ final class ConnectionRegistry: Sendable {
 
     /// Admits `channel` (from `address`) unless a limit refuses it; evicts the oldest connection
     /// still setting up when every slot is taken.
-    func admit(_ channel: any Channel, peer: String, address: String,
-               evict: @escaping @Sendable (_ age: TimeAmount) -> Void) -> Admission {
+    func admit(_ channel: any Channel, peer: String, address: String, now: NIODeadline,
+               evict: @escaping @Sendable (_ waiting: CloseReason.Waiting, _ age: TimeAmount) -> Void) -> Admission {
         let limit = self.limit
         let perAddress = limitPerAddress
-        let now = NIODeadline.now()
-        var evicted: (Entry, TimeAmount)?
+        var evicted: (Entry, CloseReason.Waiting, TimeAmount)?
         let result = state.withLock { s -> Admission in
             if perAddress > 0, s.perAddress[address, default: 0] >= perAddress {
                 return .refused(.maxClientsPerAddress, limit: perAddress)
             }
             if s.entries.count >= limit {
-                guard let oldest = s.entries.filter({ !$0.value.setUp }).min(by: { $0.value.admitted < $1.value.admitted }) else {
+                var oldest: (key: ObjectIdentifier, since: NIODeadline, what: CloseReason.Waiting)?
+                for (key, entry) in s.entries {
+                    guard let w = entry.waiting, w.what == .setup || now - w.since >= Self.evictionGrace else { continue }
+                    if oldest.map({ w.since < $0.since }) ?? true { oldest = (key, w.since, w.what) }
+                }
+                guard let oldest, let entry = s.entries.removeValue(forKey: oldest.key) else {
                     return .refused(.maxClients, limit: limit)
                 }
-                s.entries.removeValue(forKey: oldest.key)
-                Self.release(oldest.value.address, &s)
-                evicted = (oldest.value, now - oldest.value.admitted)
+                Self.release(entry.address, &s)
+                evicted = (entry, oldest.what, now - oldest.since)
             }
             let record = ConnectionRecord(peer: peer)
-            s.entries[ObjectIdentifier(channel)] = Entry(channel: channel, record: record, address: address, admitted: now, evict: evict)
+            s.entries[ObjectIdentifier(channel)] = Entry(channel: channel, record: record, address: address,
+                                                         waiting: (now, .setup), evict: evict)
             s.perAddress[address, default: 0] += 1
             return .admitted(record)
         }
-        if let (entry, age) = evicted { entry.evict(age) }
+        if let (entry, what, age) = evicted { entry.evict(what, age) }
         return result
     }
 
-    /// The connection completed COTP connect and Setup Communication: it can no longer be evicted.
-    func markSetUp(_ channel: any Channel) {
-        state.withLock { $0.entries[ObjectIdentifier(channel)]?.setUp = true }
+    /// What the connection waits for now, and since when (nil: nothing, it cannot be evicted).
+    func setWaiting(_ channel: any Channel, _ waiting: (since: NIODeadline, what: CloseReason.Waiting)?) {
+        state.withLock { $0.entries[ObjectIdentifier(channel)]?.waiting = waiting }
     }
 
     func remove(_ channel: any Channel) {

@@ -50,6 +50,13 @@ final class S7ChannelHandler: ChannelDuplexHandler {
     private var requestsSeen = 0
     private var sendTimer: Scheduled<Void>?
 
+    /// When the connection was accepted, its current incomplete input began, and its answers
+    /// last backed up; and what the registry was last told it waits for (eviction order).
+    private var admittedAt = NIODeadline.now()
+    private var incompleteSince: NIODeadline?
+    private var unwritableSince: NIODeadline?
+    private var waitingReported: (since: NIODeadline, what: CloseReason.Waiting)? = (.now(), .setup)
+
     /// True inside ``pump(_:_:)``, so that a writability change it causes does not re-enter it.
     private var pumping = false
     /// A read NIO asked for while reading was paused.
@@ -78,9 +85,10 @@ final class S7ChannelHandler: ChannelDuplexHandler {
         let loop = context.eventLoop
         let this = NIOLoopBound(self, eventLoop: loop)
         let ctx = NIOLoopBound(context, eventLoop: loop)
-        let admission = registry.admit(context.channel, peer: peer, address: address) { age in
+        admittedAt = loop.now
+        let admission = registry.admit(context.channel, peer: peer, address: address, now: admittedAt) { waiting, age in
             loop.execute {
-                this.value.close(context: ctx.value, reason: .evicted(setUpForMilliseconds: Int(age.nanoseconds / 1_000_000),
+                this.value.close(context: ctx.value, reason: .evicted(waiting: waiting, forMilliseconds: Self.ms(age),
                                                                        maxClients: this.value.registry.limit), flush: false)
             }
         }
@@ -238,23 +246,43 @@ final class S7ChannelHandler: ChannelDuplexHandler {
         if setupTimer != nil, session.phase == .ready {
             setupTimer?.cancel()
             setupTimer = nil
-            registry.markSetUp(context.channel)
             applyOutputBound(context: context)
         }
+        defer { reportWaiting(context) }
         // Reading paused by us is not the client's delay: the deadline restarts on resume.
         guard let incomplete = session.incompleteInput, !isPaused(context) else {
             receiveTimer?.cancel()
             receiveTimer = nil
             receiveDeadlineFor = nil
+            incompleteSince = nil
             return
         }
         guard incomplete != receiveDeadlineFor else { return }
         receiveTimer?.cancel()
         receiveDeadlineFor = incomplete
+        incompleteSince = context.eventLoop.now
         let timeout = settings.receiveTimeout
         receiveTimer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
             self?.close(context: context, reason: .receiveTimeout(milliseconds: Self.ms(timeout)), flush: false)
         }
+    }
+
+    /// Tells the registry what the connection waits for, when that changed.
+    private func reportWaiting(_ context: ChannelHandlerContext) {
+        guard admitted, closeReason == nil else { return }
+        let now: (since: NIODeadline, what: CloseReason.Waiting)?
+        if session.phase != .ready {
+            now = (admittedAt, .setup)
+        } else if !context.channel.isWritable, let since = unwritableSince {
+            now = (since, .answers)
+        } else if let since = incompleteSince {
+            now = (since, .request)
+        } else {
+            now = nil
+        }
+        guard now?.since != waitingReported?.since || now?.what != waitingReported?.what else { return }
+        waitingReported = now
+        registry.setWaiting(context.channel, now)
     }
 
     private func countRequests(since started: NIODeadline?) {
@@ -293,6 +321,8 @@ final class S7ChannelHandler: ChannelDuplexHandler {
         if context.channel.isWritable {
             sendTimer?.cancel()
             sendTimer = nil
+            unwritableSince = nil
+            reportWaiting(context)
             if !pumping, closeReason == nil {
                 if session.hasBufferedRequests { pump(context, UnsafeRawBufferPointer(start: nil, count: 0)) }
                 if wroteSomething {
@@ -302,6 +332,8 @@ final class S7ChannelHandler: ChannelDuplexHandler {
                 resumeReading(context)
             }
         } else {
+            if unwritableSince == nil { unwritableSince = context.eventLoop.now }
+            reportWaiting(context)
             startThrottling(context)
         }
         context.fireChannelWritabilityChanged()

@@ -17,12 +17,25 @@ public enum CloseReason: Equatable, Sendable, CustomStringConvertible {
     case idleTimeout(milliseconds: Int)
     /// Answers left unsent for `server.send_timeout_ms` after output stopped draining.
     case sendTimeout(milliseconds: Int)
-    /// Closed, not yet set up, to admit a new connection when every slot was taken.
-    case evicted(setUpForMilliseconds: Int, maxClients: Int)
+    /// Closed to admit a new connection when every slot was taken, because it had been waiting
+    /// longest: for its setup, for the rest of a request, or for its client to take answers.
+    case evicted(waiting: Waiting, forMilliseconds: Int, maxClients: Int)
     /// The socket reported an error.
     case socketError(String)
     /// The server is stopping.
     case shutdown
+
+    /// What an evictable connection waits for. A client that keeps to the protocol is in none
+    /// of these states for longer than a round trip: its requests arrive whole, and it never
+    /// has more requests in flight than the AmQ granted (so its answers never back up).
+    public enum Waiting: String, Sendable, Equatable {
+        /// COTP connect and Setup Communication are not done.
+        case setup = "not set up"
+        /// Part of a frame or of a segmented PDU has arrived, the rest has not.
+        case request = "a request incomplete"
+        /// Its unread answers exceed the output bound (more jobs in flight than granted).
+        case answers = "answers unread"
+    }
 
     /// The reason without its details, for counters and metric labels.
     public enum Kind: String, CaseIterable, Sendable, Codable {
@@ -67,7 +80,7 @@ public enum CloseReason: Equatable, Sendable, CustomStringConvertible {
         case .setupTimeout(let ms), .receiveTimeout(let ms): return "server.recv_timeout_ms=\(ms)"
         case .idleTimeout(let ms): return "server.ping_timeout_ms=\(ms)"
         case .sendTimeout(let ms): return "server.send_timeout_ms=\(ms)"
-        case .evicted(_, let max): return "server.max_clients=\(max)"
+        case .evicted(_, _, let max): return "server.max_clients=\(max)"
         case .rackSlotRefused: return "server.allowed_rack_slots"
         default: return nil
         }
@@ -82,8 +95,8 @@ public enum CloseReason: Equatable, Sendable, CustomStringConvertible {
         case .receiveTimeout(let ms): return "request incomplete \(ms) ms after its first byte (server.recv_timeout_ms=\(ms))"
         case .idleTimeout(let ms): return "no request for \(ms) ms (server.ping_timeout_ms=\(ms))"
         case .sendTimeout(let ms): return "took none of its answers for \(ms) ms (server.send_timeout_ms=\(ms))"
-        case .evicted(let age, let max):
-            return "evicted: not set up after \(age) ms when all server.max_clients=\(max) slots were taken and another client connected (server.max_clients=\(max))"
+        case .evicted(let waiting, let age, let max):
+            return "evicted: \(waiting.rawValue) after \(age) ms when all server.max_clients=\(max) slots were taken and another client connected (server.max_clients=\(max))"
         case .socketError(let what): return "socket error: \(what)"
         case .shutdown: return "the server is stopping"
         }

@@ -89,6 +89,37 @@ extension EmbeddedHandlerTests {
         for h in [ready, newcomer] { _ = try? h.channel.finish() }
     }
 
+    @Test func aSetUpConnectionIsEvictedOnlyAfterWaitingTheGrace() throws {
+        let registry = ConnectionRegistry(limit: 2)
+        let logs = LogStore()
+        let loop = EmbeddedEventLoop()
+        func connect(_ port: Int) throws -> EmbeddedChannel {
+            let logger = Logger(label: "test") { _ in CapturingLogHandler(store: logs) }
+            let handler = S7ChannelHandler(session: S7Session(configuration: SessionConfiguration(), memory: try testMemory()),
+                                           settings: ServerSettings(maxClients: 2), registry: registry, logger: logger)
+            let channel = EmbeddedChannel(handler: handler, loop: loop)
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: port)).wait()
+            return channel
+        }
+        let dripping = try connect(40131)
+        let steady = try connect(40132)
+        for c in [dripping, steady] {
+            for request in [connectRequest, setupRequest] { try c.writeInbound(ByteBuffer(bytes: request)) }
+        }
+        try dripping.writeInbound(ByteBuffer(bytes: Array(readRequest[..<3])))
+        // Within the grace a split request is no reason to lose the connection: refused.
+        loop.advanceTime(by: .milliseconds(100))
+        let early = try connect(40133)
+        #expect(!early.isActive && dripping.isActive)
+        // Past it, the connection waiting longest for the rest of its request makes room.
+        loop.advanceTime(by: ConnectionRegistry.evictionGrace)
+        let late = try connect(40134)
+        loop.run()
+        #expect(late.isActive && !dripping.isActive && steady.isActive)
+        #expect(logs.contains("client 127.0.0.1:40131 disconnected: evicted: a request incomplete after 600 ms"))
+        for c in [steady, late] { _ = try? c.finish() }
+    }
+
     @Test func connectionsPerAddressAreLimited() throws {
         let registry = ConnectionRegistry(limit: 8, perAddress: 1)
         let logs = LogStore()
