@@ -53,16 +53,10 @@ PIDS=()      # everything this script started (supervisors, single servers, s7lo
 EXIT=0
 
 log() { printf '[compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-. "$BENCH_DIR/common.sh"   # children_of, procs_of, proc_role, worker_of, stop_server, stop_all, wait_serving
+. "$BENCH_DIR/common.sh"   # process helpers, wait_serving, free_ports
 
 
-cleanup() {
-    stop_all "${PIDS[@]:-}"
-    wait 2>/dev/null
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
+install_cleanup
 
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -75,16 +69,6 @@ if [ ! -x "$S7BIN" ]; then
     log "$S7BIN is missing: run 'swift build -c release --product s7commd' first"
     exit 3
 fi
-
-free_ports() { # prints N free loopback ports
-    python3 - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
 
 write_config() { # file port max_clients
     cat >"$1" <<EOF

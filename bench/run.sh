@@ -17,6 +17,8 @@
 #   BENCH_SPIN_K1=1           at K=1 the client busy-polls (s7load -P) so that its own
 #                             vCPU wake-up (~35 us on this VM) is not part of the numbers
 #   BENCH_SKIP_BUILD=1        use the existing .build/release/s7commd as is
+#   S7COMMD_BIN=PATH          with BENCH_SKIP_BUILD=1: measure this s7commd binary instead
+#                             (e.g. an earlier commit's, to compare two versions run by run)
 #   BENCH_S7COMMD_ARGS="..."  extra arguments for `s7commd run` (e.g. --threads 1)
 #
 # Writes bench/out/latest.md (and bench/out/results-*.jsonl).  Loopback only.
@@ -54,16 +56,10 @@ S7_STATUS="not run"
 EXIT=0
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-. "$BENCH_DIR/common.sh"   # children_of, procs_of, proc_role, worker_of, stop_server, stop_all, wait_serving
+. "$BENCH_DIR/common.sh"   # process helpers, wait_serving, free_ports, wait_port, snap7_python, start_snap7, start_s7commd
 
 
-cleanup() {
-    stop_all "${PIDS[@]:-}"
-    wait 2>/dev/null
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
+install_cleanup
 
 has_server() { [[ " $SERVERS " == *" $1 "* ]]; }
 has_s7commd() { has_server s7commd || has_server s7commd-metrics; }
@@ -78,18 +74,12 @@ gcc -O2 -Wall -pthread -o "$BIN/s7load" "$BENCH_DIR/s7load.c" || { log "gcc s7lo
 gcc -O2 -Wall -o "$BIN/floor_server" "$BENCH_DIR/floor_server.c" || { log "gcc floor_server failed"; exit 1; }
 
 # ---------------------------------------------------------------- venv
-VENV="$BENCH_DIR/.venv"
-PY="$VENV/bin/python"
 if has_server snap7; then
-    if ! "$PY" -c 'import snap7, sys; sys.exit(0 if snap7.__version__ == "2.0.2" else 1)' 2>/dev/null; then
-        log "setting up $VENV with python-snap7==2.0.2"
-        python3 -m venv "$VENV" && "$VENV/bin/pip" install -q 'python-snap7==2.0.2' \
-            || { log "venv / pip install python-snap7==2.0.2 failed"; exit 1; }
-    fi
+    snap7_python || exit 1
 fi
 
 # ---------------------------------------------------------------- s7commd
-S7BIN="$ROOT/.build/release/s7commd"
+S7BIN="${S7COMMD_BIN:-$ROOT/.build/release/s7commd}"
 S7_OK=0
 if has_s7commd || [ "$IDLE_CONNS" -gt 0 ]; then
     if [ "${BENCH_SKIP_BUILD:-0}" = 1 ]; then
@@ -147,62 +137,11 @@ scrape_loop() { # url tally_file: one scrape a second ("ok" or "fail" per line i
 }
 
 # ---------------------------------------------------------------- helpers
-free_ports() { # prints N free loopback ports
-    python3 - "$1" <<'EOF'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
-
-wait_port() { # port pid timeout_s
-    local i
-    for ((i = 0; i < $3 * 10; i++)); do
-        kill -0 "$2" 2>/dev/null || return 1
-        if (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    return 1
-}
-
-write_config() { # file port max_clients [metrics_port]
-    local metrics=""
-    [ -n "${4:-}" ] && metrics=",
- \"metrics\": {\"enabled\": true, \"port\": $4}"
-    cat >"$1" <<EOF
-{"server": {"enabled": true, "bind_address": "$HOST", "port": $2, "max_clients": $3, "pdu_size": 480},
- "plc_identity": {"name": "bench"},
- "data_blocks": [{"db_number": 1, "description": "bench", "size_bytes": 1024}],
- "system_areas": {"pe_area": {"enabled": true, "size_bytes": 1024}, "pa_area": {"enabled": true, "size_bytes": 1024}, "mk_area": {"enabled": true, "size_bytes": 1024}},
- "logging": {"log_connections": false, "log_data_access": false, "log_errors": true}$metrics}
-EOF
-    chmod 0644 "$1"
-}
-
-
 start_floor() { # port -> sets FLOOR_PID
     "$BIN/floor_server" -b "$HOST" -p "$1" >"$WORK/floor.log" 2>&1 &
     FLOOR_PID=$!; PIDS+=("$FLOOR_PID")
     wait_port "$1" "$FLOOR_PID" 10
 }
-start_snap7() { # port -> sets SNAP7_PID
-    "$PY" "$BENCH_DIR/snap7_server.py" --bind "$HOST" --port "$1" --max-clients 1024 --pdu 480 >"$WORK/snap7.log" 2>&1 &
-    SNAP7_PID=$!; PIDS+=("$SNAP7_PID")
-    wait_port "$1" "$SNAP7_PID" 20
-}
-start_s7commd() { # port max_clients tag [metrics_port] -> sets S7_PID
-    # Each instance gets its own pid file (control, memory and metrics sockets go beside
-    # it) and state directory, so that two can run side by side.
-    mkdir -p "$WORK/run-$3" "$WORK/state-$3"
-    write_config "$WORK/s7commd-$3.json" "$1" "$2" "${4:-}"
-    "$S7BIN" run --config "$WORK/s7commd-$3.json" --pid-file "$WORK/run-$3/s7commd.pid" --state-dir "$WORK/state-$3" \
-        ${BENCH_S7COMMD_ARGS:-} >"$WORK/s7commd-$3.log" 2>&1 &
-    S7_PID=$!; PIDS+=("$S7_PID")
-    wait_serving "$1" "$S7_PID" 30
-}
-
 read -r P_FLOOR P_SNAP7 P_S7 P_S7IDLE P_S7M P_S7M_HTTP <<<"$(free_ports 6)"
 METRICS_URL="http://$HOST:$P_S7M_HTTP/metrics"
 
@@ -211,7 +150,7 @@ if has_server floor; then
     if start_floor "$P_FLOOR"; then ALIVE_floor=1; log "floor_server on $HOST:$P_FLOOR (pid $FLOOR_PID)"; else log "floor_server failed to start"; EXIT=1; fi
 fi
 if has_server snap7; then
-    if start_snap7 "$P_SNAP7"; then ALIVE_snap7=1; log "snap7 on $HOST:$P_SNAP7 (pid $SNAP7_PID): $(head -1 "$WORK/snap7.log")"; else log "snap7 server failed to start:"; cat "$WORK/snap7.log" >&2; EXIT=1; fi
+    if start_snap7 "$P_SNAP7" 1024 "$WORK/snap7.log"; then ALIVE_snap7=1; log "snap7 on $HOST:$P_SNAP7 (pid $SNAP7_PID): $(head -1 "$WORK/snap7.log")"; else log "snap7 server failed to start:"; cat "$WORK/snap7.log" >&2; EXIT=1; fi
 fi
 if has_server s7commd && [ "$S7_OK" = 1 ]; then
     if start_s7commd "$P_S7" 64 bench; then
@@ -369,7 +308,7 @@ DIRTY=$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -v '^?? bench/' | h
 [ -n "$DIRTY" ] && COMMIT="$COMMIT (+ uncommitted changes)"
 CPU=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
 SWIFTV=$(swift --version 2>/dev/null | head -1)
-SNAP7V=$("$PY" -c 'import snap7; print(snap7.__version__)' 2>/dev/null || echo "?")
+SNAP7V=$("${PY:-python3}" -c 'import snap7; print(snap7.__version__)' 2>/dev/null || echo "?")
 
 python3 - "$RESULTS" "$OUT/latest.md" <<EOF
 import json, sys

@@ -20,7 +20,8 @@
  * SECONDS and prints one JSON line:
  *   {"mode","k","n","seconds","requests","rps","p50_us","p99_us","errors",...}
  *
- * Only libc + pthreads.  Build: gcc -O2 -pthread -o s7load s7load.c
+ * Only libc + pthreads; the frames and socket helpers are in s7proto.h (shared with
+ * s7attack.c).  Build: gcc -O2 -pthread -o s7load s7load.c
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -41,6 +42,9 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#define S7_PROG "s7load"
+#include "s7proto.h"
 
 #define MAXFRAME 65536
 #define HS_TIMEOUT_MS 5000
@@ -76,147 +80,22 @@ static pthread_mutex_t g_pdu_mu = PTHREAD_MUTEX_INITIALIZER;
 
 static volatile int g_phase; /* 0 warmup, 1 measuring, 2 done */
 
-static inline uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-}
-
-static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-#include <stdarg.h>
-static void die(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "s7load: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(2);
-}
-
 /* ------------------------------------------------------------------ frames */
 
-static const uint8_t COTP_CR[22] = {
-    0x03, 0x00, 0x00, 0x16,                   /* TPKT, len 22 */
-    0x11, 0xE0, 0x00, 0x00, 0x00, 0x01, 0x00, /* COTP CR: len 17, dst ref 0, src ref 1, class 0 */
-    0xC0, 0x01, 0x0A,                         /* TPDU size 1024 */
-    0xC1, 0x02, 0x01, 0x00,                   /* src TSAP 0x0100 */
-    0xC2, 0x02, 0x01, 0x01,                   /* dst TSAP 0x0101 (rack 0 slot 1) */
-};
-
-static const uint8_t S7_SETUP[25] = {
-    0x03, 0x00, 0x00, 0x19,                                     /* TPKT, len 25 */
-    0x02, 0xF0, 0x80,                                           /* COTP DT, EOT */
-    0x32, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, /* S7 job, ref 0, plen 8, dlen 0 */
-    0xF0, 0x00, 0x00, 0x01, 0x00, 0x01, 0x01, 0xE0,             /* setup comm: amq 1/1, PDU 480 */
-};
-
-static void put16(uint8_t *p, unsigned v) { p[0] = (uint8_t)(v >> 8); p[1] = (uint8_t)v; }
-static unsigned get16(const uint8_t *p) { return ((unsigned)p[0] << 8) | p[1]; }
-
 static void build_request(void) {
-    uint8_t *p = g_req;
-    int plen = 14, dlen = 0;
     g_func = (g_mode == M_WRITE) ? 0x05 : 0x04;
-    if (g_mode == M_WRITE) dlen = 4 + g_n;
-    g_reqlen = 4 + 3 + 10 + plen + dlen;
-    if (g_reqlen > MAXFRAME) die("request too large");
-    p[0] = 0x03; p[1] = 0x00; put16(p + 2, (unsigned)g_reqlen);
-    p[4] = 0x02; p[5] = 0xF0; p[6] = 0x80;
-    uint8_t *h = p + 7;
-    h[0] = 0x32; h[1] = 0x01; h[2] = 0; h[3] = 0;
-    put16(h + 4, 0); /* PDU ref, patched per request */
-    put16(h + 6, (unsigned)plen);
-    put16(h + 8, (unsigned)dlen);
-    uint8_t *a = h + 10;
-    a[0] = (uint8_t)g_func; a[1] = 0x01;
-    /* S7ANY item: 12 0A 10 02 len16 db16 84 addr24 (addr = byte*8) */
-    a[2] = 0x12; a[3] = 0x0A; a[4] = 0x10; a[5] = 0x02;
-    put16(a + 6, (unsigned)g_n);
-    put16(a + 8, 1);
-    a[10] = 0x84;
-    a[11] = 0; a[12] = 0; a[13] = 0; /* byte 0 */
-    if (g_mode == M_WRITE) {
-        uint8_t *d = a + plen;
-        d[0] = 0x00; d[1] = 0x04; put16(d + 2, (unsigned)g_n * 8);
-        for (int i = 0; i < g_n; i++) d[4 + i] = (uint8_t)(i * 7 + 1);
-    }
+    if (4 + 3 + 10 + 14 + 4 + g_n > MAXFRAME) die("request too large");
+    g_reqlen = s7_build_request(g_req, g_func, g_n);
 }
 
-static int expected_resp_len(void) {
-    if (g_func == 0x04) return 4 + 3 + 12 + 2 + 4 + g_n;
-    return 4 + 3 + 12 + 2 + 1;
-}
+static int expected_resp_len(void) { return s7_expected_resp_len(g_func, g_n); }
 
 /* Returns NULL if OK, else a reason. */
 static const char *check_response(const uint8_t *f, int len, unsigned ref) {
-    if (len < 4 + 3 + 12 + 2) return "short frame";
-    if (f[0] != 0x03 || f[1] != 0x00 || (int)get16(f + 2) != len) return "bad TPKT";
-    if (f[4] != 0x02 || f[5] != 0xF0) return "not COTP DT";
-    const uint8_t *h = f + 7;
-    if (h[0] != 0x32) return "not S7 (0x32)";
-    if (h[1] != 0x03) return "ROSCTR != 3";
-    if (get16(h + 4) != ref) return "PDU ref mismatch";
-    if (h[10] != 0 || h[11] != 0) return "S7 error class/code";
-    unsigned plen = get16(h + 6), dlen = get16(h + 8);
-    if (7 + 12 + (int)plen + (int)dlen != len) return "S7 lengths vs TPKT";
-    if (plen < 2) return "param too short";
-    const uint8_t *a = h + 12;
-    if (a[0] != g_func || a[1] != 1) return "function/item count";
-    const uint8_t *d = a + plen;
-    if (dlen < 1) return "no data";
-    if (d[0] != 0xFF) return "item return code != 0xFF";
-    if (g_func == 0x04) {
-        if (dlen < 4) return "read data too short";
-        unsigned ts = d[1], l = get16(d + 2);
-        unsigned nbytes = (ts == 0x03 || ts == 0x04 || ts == 0x05) ? (l + 7) / 8 : l;
-        if ((int)nbytes != g_n || (int)dlen < 4 + g_n) return "read data length";
-    }
-    return NULL;
+    return s7_check_response(f, len, ref, g_func, g_n);
 }
 
 /* ------------------------------------------------------------- handshake */
-
-static int wait_fd(int fd, short ev, int ms) {
-    struct pollfd p = {.fd = fd, .events = ev};
-    int r;
-    do r = poll(&p, 1, ms); while (r < 0 && errno == EINTR);
-    return r;
-}
-
-static int send_all(int fd, const uint8_t *b, int n) {
-    while (n > 0) {
-        ssize_t w = send(fd, b, (size_t)n, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                if (wait_fd(fd, POLLOUT, HS_TIMEOUT_MS) <= 0) return -1;
-                continue;
-            }
-            return -1;
-        }
-        b += w; n -= (int)w;
-    }
-    return 0;
-}
-
-/* Read one whole TPKT frame (blocking with timeout). Returns length or -1. */
-static int recv_frame(int fd, uint8_t *buf, int cap) {
-    int have = 0, need = 4;
-    while (have < need) {
-        if (wait_fd(fd, POLLIN, HS_TIMEOUT_MS) <= 0) return -1;
-        ssize_t r = recv(fd, buf + have, (size_t)(need - have), 0);
-        if (r < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-        if (r <= 0) return -1;
-        have += (int)r;
-        if (have == 4) {
-            if (buf[0] != 0x03) return -1;
-            need = (int)get16(buf + 2);
-            if (need < 7 || need > cap) return -1;
-        }
-    }
-    return have;
-}
 
 static int connect_and_handshake(int idx) {
     int fd = socket(g_addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -225,18 +104,9 @@ static int connect_and_handshake(int idx) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     if (connect(fd, (struct sockaddr *)&g_addr, g_addrlen) < 0)
         die("conn %d: connect %s:%d: %s", idx, g_host, g_port, strerror(errno));
-    uint8_t buf[4096];
-    if (send_all(fd, COTP_CR, sizeof COTP_CR) < 0) die("conn %d: send COTP CR failed", idx);
-    int n = recv_frame(fd, buf, sizeof buf);
-    if (n < 7) die("conn %d: no COTP CC (server closed or timed out)", idx);
-    if ((buf[5] & 0xF0) != 0xD0) die("conn %d: expected COTP CC 0xD0, got 0x%02X", idx, buf[5]);
-    if (send_all(fd, S7_SETUP, sizeof S7_SETUP) < 0) die("conn %d: send setup failed", idx);
-    n = recv_frame(fd, buf, sizeof buf);
-    if (n < 27) die("conn %d: no/short S7 setup ack (%d bytes)", idx, n);
-    if (buf[7] != 0x32 || buf[8] != 0x03) die("conn %d: setup reply not ack_data (ROSCTR %u)", idx, buf[8]);
-    if (buf[17] != 0 || buf[18] != 0) die("conn %d: setup error class 0x%02X code 0x%02X", idx, buf[17], buf[18]);
-    if (buf[19] != 0xF0) die("conn %d: setup ack function 0x%02X", idx, buf[19]);
-    int pdu = (int)get16(buf + 25);
+    int pdu = 0;
+    const char *why = s7_handshake(fd, HS_TIMEOUT_MS, &pdu);
+    if (why) die("conn %d: %s", idx, why);
     pthread_mutex_lock(&g_pdu_mu);
     if (pdu < g_pdu_min) g_pdu_min = pdu;
     if (pdu > g_pdu_max) g_pdu_max = pdu;
@@ -283,11 +153,11 @@ static int send_request(struct conn *c) {
     c->ref = (c->ref + 1) & 0xFFFF;
     if (c->ref == 0) c->ref = 1;
     memcpy(c->sbuf, g_req, (size_t)g_reqlen);
-    put16(c->sbuf + 7 + 4, c->ref);
+    put16(c->sbuf + S7_REF_OFFSET, c->ref);
     c->have = 0;
     c->need = 4;
     c->t0 = now_ns();
-    return send_all(c->fd, c->sbuf, g_reqlen);
+    return send_all(c->fd, c->sbuf, g_reqlen, HS_TIMEOUT_MS);
 }
 
 static void *worker_main(void *arg) {
@@ -382,25 +252,6 @@ static void usage(void) {
     exit(2);
 }
 
-static void resolve(void) {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
-    char ports[16];
-    snprintf(ports, sizeof ports, "%d", g_port);
-    int r = getaddrinfo(g_host, ports, &hints, &res);
-    if (r != 0) die("resolve %s: %s", g_host, gai_strerror(r));
-    memcpy(&g_addr, res->ai_addr, res->ai_addrlen);
-    g_addrlen = res->ai_addrlen;
-    freeaddrinfo(res);
-}
-
-static void raise_nofile(int want) {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)want) {
-        rl.rlim_cur = (rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= (rlim_t)want) ? (rlim_t)want : rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-}
-
 int main(int argc, char **argv) {
     int opt;
     while ((opt = getopt(argc, argv, "m:H:p:k:n:d:w:T:vP")) != -1) {
@@ -430,7 +281,7 @@ int main(int argc, char **argv) {
     if (g_threads > g_k) g_threads = g_k;
     signal(SIGPIPE, SIG_IGN);
     raise_nofile(g_k + 64);
-    resolve();
+    s7_resolve(g_host, g_port, &g_addr, &g_addrlen);
     build_request();
 
     struct conn *conns = calloc((size_t)g_k, sizeof *conns);

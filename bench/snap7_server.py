@@ -6,6 +6,8 @@ every request is served by snap7's own C++ worker threads (one per client).
 Usage: snap7_server.py --port PORT [--bind 127.0.0.1] [--max-clients 1024]
                        [--pdu 480] [--db-size 1024]
 
+--max-clients 0 leaves snap7's MaxClients at the library's own default.
+
 Registers DB1 (and PE, PA, MK) of --db-size bytes, starts on --bind:--port,
 prints one line "snap7 ready port=... pdu_param=... max_clients=..." on
 stdout, and runs until SIGTERM/SIGINT.
@@ -33,8 +35,9 @@ def main() -> int:
 
     # log=False: no Python event callback, so no GIL is taken on the request path.
     server = snap7.Server(log=False)
-    # snap7's defaults are already MaxClients=1024; set them explicitly anyway.
-    server.set_param(Parameter.MaxClients, args.max_clients)
+    # snap7's default is already MaxClients=1024; set it explicitly anyway unless told 0.
+    if args.max_clients:
+        server.set_param(Parameter.MaxClients, args.max_clients)
     server.set_param(Parameter.PDURequest, args.pdu)
 
     # Keep references to the buffers: snap7 serves them in place.

@@ -19,7 +19,7 @@ public enum RefusalReason: String, CaseIterable, Sendable, Codable {
 /// Admission rule: connections that wait — for their setup, for the rest of a request, or
 /// for their client to take its answers — can never lock out one that would complete its
 /// setup. When every slot is taken, a newcomer evicts the connection that has been waiting
-/// longest (a set-up one only after ``evictionGrace``); only when no slot waits (every one holds a set-up client whose requests arrive
+/// longest (a set-up one that has been served only after ``evictionGrace``); only when no slot waits (every one holds a set-up client whose requests arrive
 /// whole and whose answers drain) is it refused. A client that keeps to the protocol waits in
 /// none of these states for more than a round trip, so it is never the longest waiting.
 final class ConnectionRegistry: Sendable {
@@ -28,9 +28,17 @@ final class ConnectionRegistry: Sendable {
         let record: ConnectionRecord
         let address: String
         /// Since when and for what the connection waits; nil while it is in good standing.
-        var waiting: (since: NIODeadline, what: CloseReason.Waiting)?
+        var waiting: Waiting?
         /// Closes the connection on its own event loop (reason: evicted).
         let evict: @Sendable (_ waiting: CloseReason.Waiting, _ age: TimeAmount) -> Void
+    }
+
+    /// What a connection waits for, since when, and whether it has answered a request since
+    /// its setup (one that has not gets no ``evictionGrace``).
+    struct Waiting: Equatable, Sendable {
+        var since: NIODeadline
+        var what: CloseReason.Waiting
+        var served = false
     }
 
     enum Admission {
@@ -43,9 +51,11 @@ final class ConnectionRegistry: Sendable {
         var perAddress: [String: Int] = [:]
     }
 
-    /// How long a set-up connection must have waited for the rest of a request, or for its
-    /// client to take answers, before a newcomer may evict it: a request split over a slow
-    /// link, or a burst of answers, is never a reason to lose a connection.
+    /// How long a set-up connection that has been answered at least one request must have
+    /// waited for the rest of a request, or for its client to take answers, before a newcomer
+    /// may evict it: a request split over a slow link is never a reason for a working client
+    /// to lose its connection. One that has not been answered anything since its setup is in
+    /// no good standing to protect and gets no grace.
     static let evictionGrace: TimeAmount = .milliseconds(500)
 
     private let stoppingFlag = Atomic<Bool>(false)
@@ -91,7 +101,7 @@ final class ConnectionRegistry: Sendable {
             if s.entries.count >= limit {
                 var oldest: (key: ObjectIdentifier, since: NIODeadline, what: CloseReason.Waiting)?
                 for (key, entry) in s.entries {
-                    guard let w = entry.waiting, w.what == .setup || now - w.since >= Self.evictionGrace else { continue }
+                    guard let w = entry.waiting, w.what == .setup || !w.served || now - w.since >= Self.evictionGrace else { continue }
                     if oldest.map({ w.since < $0.since }) ?? true { oldest = (key, w.since, w.what) }
                 }
                 guard let oldest, let entry = s.entries.removeValue(forKey: oldest.key) else {
@@ -102,7 +112,7 @@ final class ConnectionRegistry: Sendable {
             }
             let record = ConnectionRecord(peer: peer)
             s.entries[ObjectIdentifier(channel)] = Entry(channel: channel, record: record, address: address,
-                                                         waiting: (now, .setup), evict: evict)
+                                                         waiting: Waiting(since: now, what: .setup), evict: evict)
             s.perAddress[address, default: 0] += 1
             return .admitted(record)
         }
@@ -111,7 +121,7 @@ final class ConnectionRegistry: Sendable {
     }
 
     /// What the connection waits for now, and since when (nil: nothing, it cannot be evicted).
-    func setWaiting(_ channel: any Channel, _ waiting: (since: NIODeadline, what: CloseReason.Waiting)?) {
+    func setWaiting(_ channel: any Channel, _ waiting: Waiting?) {
         state.withLock { $0.entries[ObjectIdentifier(channel)]?.waiting = waiting }
     }
 

@@ -55,7 +55,7 @@ final class S7ChannelHandler: ChannelDuplexHandler {
     private var admittedAt = NIODeadline.now()
     private var incompleteSince: NIODeadline?
     private var unwritableSince: NIODeadline?
-    private var waitingReported: (since: NIODeadline, what: CloseReason.Waiting)? = (.now(), .setup)
+    private var waitingReported: ConnectionRegistry.Waiting? = .init(since: .now(), what: .setup)
 
     /// True inside ``pump(_:_:)``, so that a writability change it causes does not re-enter it.
     private var pumping = false
@@ -270,17 +270,18 @@ final class S7ChannelHandler: ChannelDuplexHandler {
     /// Tells the registry what the connection waits for, when that changed.
     private func reportWaiting(_ context: ChannelHandlerContext) {
         guard admitted, closeReason == nil else { return }
-        let now: (since: NIODeadline, what: CloseReason.Waiting)?
+        let served = session.requestsAnswered > 0
+        let now: ConnectionRegistry.Waiting?
         if session.phase != .ready {
-            now = (admittedAt, .setup)
+            now = .init(since: admittedAt, what: .setup)
         } else if !context.channel.isWritable, let since = unwritableSince {
-            now = (since, .answers)
+            now = .init(since: since, what: .answers, served: served)
         } else if let since = incompleteSince {
-            now = (since, .request)
+            now = .init(since: since, what: .request, served: served)
         } else {
             now = nil
         }
-        guard now?.since != waitingReported?.since || now?.what != waitingReported?.what else { return }
+        guard now != waitingReported else { return }
         waitingReported = now
         registry.setWaiting(context.channel, now)
     }

@@ -73,6 +73,12 @@ public final class S7Server: Sendable {
     /// The clients connected now and the counters since start, for `s7commd status`.
     public func snapshot() -> ServerSnapshot { registry.snapshot() }
 
+    /// SO_RCVBUF and SO_SNDBUF of client sockets (Linux doubles them): far more than a client
+    /// keeping to its AmQ ever has in flight (8 PDUs of at most 960 bytes), and a bound on what
+    /// a client that sends without reading makes the kernel hold and the server answer before
+    /// the backpressure in ``S7ChannelHandler`` stops reading from it.
+    public static let socketBufferBytes = 16 * 1024
+
     /// Starts accepting on `descriptor`, a bound and listening TCP socket; NIO owns it from now on.
     @discardableResult
     public func start(listeningOn descriptor: CInt) async throws -> SocketAddress? {
@@ -83,6 +89,11 @@ public final class S7Server: Sendable {
         let latency = metrics?.latency
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            // Set on the listener so that accepted sockets inherit it before their handshake
+            // (the window a client is offered), and on each client for its answers: what a
+            // client that never reads can make the server queue and compute in the kernel.
+            .serverChannelOption(.socketOption(.so_rcvbuf), value: Self.socketBufferBytes)
+            .childChannelOption(.socketOption(.so_sndbuf), value: Self.socketBufferBytes)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             // Reading stops while a connection's answers back up (S7ChannelHandler); these bound
             // what one read can bring in meanwhile: one read per event-loop turn, of at most

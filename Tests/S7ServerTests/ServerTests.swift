@@ -61,13 +61,17 @@ struct EmbeddedHandlerTests {
         let logs: LogStore
     }
 
+    /// A connection from 127.0.0.1:`port`; give several the same `loop` (one virtual clock) and
+    /// `limiter` where their timing or their log lines are compared.
     func harness(registry: ConnectionRegistry = ConnectionRegistry(limit: 4), logs: LogStore = LogStore(),
                  settings: ServerSettings = ServerSettings(maxClients: 4), port: Int = 40000,
-                 metrics: ServerMetrics? = nil) throws -> Harness {
+                 metrics: ServerMetrics? = nil, loop: EmbeddedEventLoop = EmbeddedEventLoop(),
+                 limiter: LogLimiter? = nil) throws -> Harness {
         let logger = Logger(label: "test") { _ in CapturingLogHandler(store: logs) }
         let handler = S7ChannelHandler(session: S7Session(configuration: SessionConfiguration(), memory: try testMemory()),
-                                       settings: settings, registry: registry, logger: logger, latency: metrics?.latency)
-        let channel = EmbeddedChannel(handler: handler)
+                                       settings: settings, registry: registry, logger: logger, limiter: limiter,
+                                       latency: metrics?.latency)
+        let channel = EmbeddedChannel(handler: handler, loop: loop)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: port)).wait()
         return Harness(channel: channel, logs: logs)
     }
