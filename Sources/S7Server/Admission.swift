@@ -19,7 +19,7 @@ public enum RefusalReason: String, CaseIterable, Sendable, Codable {
 /// Admission rule: connections that wait — for their setup, for the rest of a request, or
 /// for their client to take its answers — can never lock out one that would complete its
 /// setup. When every slot is taken, a newcomer evicts the connection that has been waiting
-/// longest (a set-up one that has been served only after ``evictionGrace``); only when no slot waits (every one holds a set-up client whose requests arrive
+/// longest (one in the middle of a request only after ``evictionGrace``); only when no slot waits (every one holds a set-up client whose requests arrive
 /// whole and whose answers drain) is it refused. A client that keeps to the protocol waits in
 /// none of these states for more than a round trip, so it is never the longest waiting.
 final class ConnectionRegistry: Sendable {
@@ -52,10 +52,10 @@ final class ConnectionRegistry: Sendable {
     }
 
     /// How long a set-up connection that has been answered at least one request must have
-    /// waited for the rest of a request, or for its client to take answers, before a newcomer
-    /// may evict it: a request split over a slow link is never a reason for a working client
-    /// to lose its connection. One that has not been answered anything since its setup is in
-    /// no good standing to protect and gets no grace.
+    /// waited for the rest of a request before a newcomer may evict it: a request split over a
+    /// slow link is never a reason for a working client to lose its connection. One that has
+    /// not been answered anything since its setup gets no grace, and neither does one whose
+    /// answers back up: a client within its AmQ never has more than the output bound unread.
     static let evictionGrace: TimeAmount = .milliseconds(500)
 
     private let stoppingFlag = Atomic<Bool>(false)
@@ -101,7 +101,7 @@ final class ConnectionRegistry: Sendable {
             if s.entries.count >= limit {
                 var oldest: (key: ObjectIdentifier, since: NIODeadline, what: CloseReason.Waiting)?
                 for (key, entry) in s.entries {
-                    guard let w = entry.waiting, w.what == .setup || !w.served || now - w.since >= Self.evictionGrace else { continue }
+                    guard let w = entry.waiting, w.what != .request || !w.served || now - w.since >= Self.evictionGrace else { continue }
                     if oldest.map({ w.since < $0.since }) ?? true { oldest = (key, w.since, w.what) }
                 }
                 guard let oldest, let entry = s.entries.removeValue(forKey: oldest.key) else {

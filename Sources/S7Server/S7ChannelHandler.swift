@@ -64,6 +64,9 @@ final class S7ChannelHandler: ChannelDuplexHandler {
     private var throttled = false
     private var boundApplied = 0
     private var wroteSomething = false
+    /// Answer bytes written so far, for the per-turn budget in ``pump(_:_:)``.
+    private var bytesSentTotal = 0
+    private var continuationScheduled = false
 
     init(session: S7Session, settings: ServerSettings, registry: ConnectionRegistry, logger: Logger,
          limiter: LogLimiter? = nil, latency: DurationHistogram? = nil) {
@@ -189,8 +192,15 @@ final class S7ChannelHandler: ChannelDuplexHandler {
         pumping = true
         defer { pumping = false }
         var input = bytes
+        let budget = bytesSentTotal + session.outputBound
         repeat {
             guard pumpOnce(context, &input) else { return }
+            if bytesSentTotal >= budget, session.hasBufferedRequests, context.channel.isWritable {
+                // One output bound per turn of the event loop: the other connections on this
+                // loop are served before the rest of a pipelined burst.
+                continueLater(context)
+                break
+            }
             if isPaused(context), wroteSomething {
                 // Nothing drains until it is flushed. A flush that empties the queue makes the
                 // channel writable again while pumping: then go on with the held-back requests;
@@ -201,6 +211,26 @@ final class S7ChannelHandler: ChannelDuplexHandler {
         } while closeReason == nil && session.hasBufferedRequests && context.channel.isWritable
         noteProgress(context)
         resumeReading(context)
+    }
+
+    /// Goes on with the held-back requests after the other ready work of this event loop.
+    private func continueLater(_ context: ChannelHandlerContext) {
+        if wroteSomething {
+            wroteSomething = false
+            context.flush()
+        }
+        guard !continuationScheduled else { return }
+        continuationScheduled = true
+        context.eventLoop.assumeIsolated().execute { [weak self] in
+            guard let self else { return }
+            self.continuationScheduled = false
+            guard self.closeReason == nil, !self.pumping, self.session.hasBufferedRequests, context.channel.isWritable else { return }
+            self.pump(context, UnsafeRawBufferPointer(start: nil, count: 0))
+            if self.wroteSomething {
+                self.wroteSomething = false
+                context.flush()
+            }
+        }
     }
 
     /// Passes on a read NIO asked for while paused, once nothing holds it back.
@@ -221,6 +251,7 @@ final class S7ChannelHandler: ChannelDuplexHandler {
             drainEvents(context)
             countRequests(since: started)
             if !out.isEmpty {
+                bytesSentTotal &+= out.count
                 registry.counters.bytesSent.add(out.count, ordering: .relaxed)
                 var response = context.channel.allocator.buffer(capacity: out.count)
                 response.writeBytes(out)
