@@ -108,13 +108,13 @@ start_snap7() { # port max_clients logfile -> sets SNAP7_PID (max_clients 0: sna
     wait_port "$1" "$SNAP7_PID" 20
 }
 
-start_s7commd() { # port max_clients tag [metrics_port] [more "server" keys] -> sets S7_PID
+start_s7commd() { # port max_clients tag [metrics_port] [more "server" keys] -> sets S7_PID (binary: START_BIN, else S7BIN)
     # Each instance gets its own pid file (control, memory and metrics sockets go beside
     # it) and state directory, so that two can run side by side. Log: $WORK/s7commd-TAG.log
     mkdir -p "$WORK/run-$3" "$WORK/state-$3"
     write_s7commd_config "$WORK/s7commd-$3.json" "$1" "$2" "${4:-}" "${5:-}"
     # shellcheck disable=SC2086
-    "$S7BIN" run --config "$WORK/s7commd-$3.json" --pid-file "$WORK/run-$3/s7commd.pid" --state-dir "$WORK/state-$3" \
+    "${START_BIN:-$S7BIN}" run --config "$WORK/s7commd-$3.json" --pid-file "$WORK/run-$3/s7commd.pid" --state-dir "$WORK/state-$3" \
         ${BENCH_S7COMMD_ARGS:-} >"$WORK/s7commd-$3.log" 2>&1 &
     S7_PID=$!; PIDS+=("$S7_PID")
     wait_serving "$1" "$S7_PID" 30

@@ -17,6 +17,9 @@
 #   BENCH_SPIN_K1=1           at K=1 the client busy-polls (s7load -P) so that its own
 #                             vCPU wake-up (~35 us on this VM) is not part of the numbers
 #   BENCH_SKIP_BUILD=1        use the existing .build/release/s7commd as is
+#   BENCH_BASE_BIN=PATH       with s7commd-base in BENCH_SERVERS: a second s7commd binary (e.g. an
+#                             earlier commit's release build) measured in the same run, cell by
+#                             cell, in alternating order per round; the table adds s7commd/base
 #   S7COMMD_BIN=PATH          with BENCH_SKIP_BUILD=1: measure this s7commd binary instead
 #                             (e.g. an earlier commit's, to compare two versions run by run)
 #   BENCH_S7COMMD_ARGS="..."  extra arguments for `s7commd run` (e.g. --threads 1)
@@ -142,10 +145,10 @@ start_floor() { # port -> sets FLOOR_PID
     FLOOR_PID=$!; PIDS+=("$FLOOR_PID")
     wait_port "$1" "$FLOOR_PID" 10
 }
-read -r P_FLOOR P_SNAP7 P_S7 P_S7IDLE P_S7M P_S7M_HTTP <<<"$(free_ports 6)"
+read -r P_FLOOR P_SNAP7 P_S7 P_S7IDLE P_S7M P_S7M_HTTP P_S7B <<<"$(free_ports 7)"
 METRICS_URL="http://$HOST:$P_S7M_HTTP/metrics"
 
-ALIVE_floor=0; ALIVE_snap7=0; ALIVE_s7commd=0; ALIVE_s7commd_metrics=0
+ALIVE_floor=0; ALIVE_snap7=0; ALIVE_s7commd=0; ALIVE_s7commd_metrics=0; ALIVE_s7commd_base=0
 if has_server floor; then
     if start_floor "$P_FLOOR"; then ALIVE_floor=1; log "floor_server on $HOST:$P_FLOOR (pid $FLOOR_PID)"; else log "floor_server failed to start"; EXIT=1; fi
 fi
@@ -159,6 +162,17 @@ if has_server s7commd && [ "$S7_OK" = 1 ]; then
     else
         S7_STATUS="$S7_STATUS; FAILED TO START (see log below)"
         log "s7commd failed to start:"; tail -n 20 "$WORK/s7commd-bench.log" >&2; EXIT=3
+    fi
+fi
+S7B_STATUS="not run"
+if has_server s7commd-base; then
+    if [ -x "${BENCH_BASE_BIN:-}" ] && START_BIN=$BENCH_BASE_BIN start_s7commd "$P_S7B" 64 base; then
+        ALIVE_s7commd_base=1; S7B_PID=$S7_PID; S7B_WORKER=$(worker_of "$S7_PID")
+        S7B_STATUS="$BENCH_BASE_BIN of $(date -u -r "$BENCH_BASE_BIN" '+%Y-%m-%d %H:%M:%S UTC')"
+        log "s7commd-base ($BENCH_BASE_BIN) on $HOST:$P_S7B (pid $S7B_PID, S7 worker ${S7B_WORKER:-none})"
+    else
+        S7B_STATUS="FAILED TO START (BENCH_BASE_BIN=${BENCH_BASE_BIN:-unset})"
+        log "s7commd-base: $S7B_STATUS"; [ -f "$WORK/s7commd-base.log" ] && tail -n 20 "$WORK/s7commd-base.log" >&2; EXIT=3
     fi
 fi
 S7M_STATUS="not run"
@@ -189,6 +203,7 @@ run_one() { # server mode n k round
     snap7) port=$P_SNAP7; pid=${SNAP7_PID:-} ;;
     s7commd) port=$P_S7; pid=${S7_MAIN_PID:-}; worker=${S7_WORKER:-} ;;
     s7commd-metrics) port=$P_S7M; pid=${S7M_PID:-}; worker=${S7M_WORKER:-} ;;
+    s7commd-base) port=$P_S7B; pid=${S7B_PID:-}; worker=${S7B_WORKER:-} ;;
     esac
     local alive_var="ALIVE_${server//-/_}"
     if [ "${!alive_var}" != 1 ]; then
@@ -230,7 +245,7 @@ run_one() { # server mode n k round
         log "!!! $server: S7 worker (pid $worker) died during $mode N=$n K=$k"
         printf '{"server":"%s","round":%s,"mode":"%s","n":%s,"k":%s,"failed":"S7 worker pid %s died during the run"}\n' "$server" "$round" "$mode" "$n" "$k" "$worker" >>"$RESULTS"
         worker=$(worker_of "$pid")
-        if [ "$server" = s7commd ]; then S7_WORKER=$worker; else S7M_WORKER=$worker; fi
+        case $server in s7commd) S7_WORKER=$worker ;; s7commd-base) S7B_WORKER=$worker ;; *) S7M_WORKER=$worker ;; esac
         EXIT=3
     fi
 }
@@ -240,7 +255,10 @@ for ((round = 1; round <= ROUNDS; round++)); do
     for mode in $MODES; do
         for n in $SIZES; do
             for k in $CONNS; do
-                for server in floor snap7 s7commd s7commd-metrics; do
+                # s7commd and s7commd-base swap places every other round
+                order="floor snap7 s7commd s7commd-base s7commd-metrics"
+                [ $((round % 2)) = 0 ] && order="floor snap7 s7commd-base s7commd s7commd-metrics"
+                for server in $order; do
                     has_server "$server" && run_one "$server" "$mode" "$n" "$k" "$round"
                 done
             done
@@ -343,6 +361,8 @@ L.append("- duration per run: ${D} s measured after a 0.5 s warm-up; rounds: $RO
 L.append("- s7commd: $S7_STATUS")
 if "s7commd-metrics" in "$SERVERS".split():
     L.append("- s7commd-metrics: the same binary and configuration plus \"metrics\": {\"enabled\": true, \"port\": $P_S7M_HTTP}; $S7M_STATUS")
+if "s7commd-base" in "$SERVERS".split():
+    L.append("- s7commd-base: $S7B_STATUS, same configuration; measured right before or after s7commd in each cell (order swapped every round)")
 L.append("- snap7: python-snap7 $SNAP7V (bundled libsnap7 C server), PDU param 480, MaxClients 1024")
 L.append("- swift: $SWIFTV")
 L.append("")
@@ -354,6 +374,10 @@ if with_metrics:
 L.append("")
 head = "| mode | N | K | floor rps | floor p50/p99 | snap7 rps | snap7 p50/p99 | s7commd rps | s7commd p50/p99 | s7commd/snap7 | s7commd/floor |"
 rule = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+with_base = "s7commd-base" in "$SERVERS".split()
+if with_base:
+    head += " s7commd-base rps | s7commd-base p50/p99 | s7commd / s7commd-base |"
+    rule += "---:|---:|---:|"
 if with_metrics:
     head += " s7commd-metrics rps | s7commd-metrics p50/p99 | s7commd-metrics / s7commd | s7commd-metrics/snap7 |"
     rule += "---:|---:|---:|---:|"
@@ -364,6 +388,9 @@ for mode in "$MODES".split():
         for k in [int(x) for x in "$CONNS".split()]:
             f = load.get(("floor", mode, n, k)); s = load.get(("snap7", mode, n, k)); c = load.get(("s7commd", mode, n, k))
             row = "| %s | %d | %d | %s | %s | %s | %s | %s | %s | %s | %s |" % ((mode, n, k) + cell(f) + cell(s) + cell(c) + (ratio(c, s), ratio(c, f)))
+            if with_base:
+                b = load.get(("s7commd-base", mode, n, k))
+                row += " %s | %s | %s |" % (cell(b) + (ratio(c, b),))
             if with_metrics:
                 m = load.get(("s7commd-metrics", mode, n, k))
                 row += " %s | %s | %s | %s |" % (cell(m) + (ratio(m, c), ratio(m, s)))

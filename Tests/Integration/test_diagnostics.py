@@ -391,6 +391,47 @@ def test_control_socket_refuses_a_peer_outside_the_service_group(start_server):
 RETAINED = {"db_number": 7, "size_bytes": 16, "retain": True}
 
 
+def test_open_files_limit_too_low_for_max_clients_stops_the_start(tmp_path):
+    """A hard RLIMIT_NOFILE below what server.max_clients needs (max_clients + 64): nothing
+    starts, exit status 9, and the message names both numbers and LimitNOFILE=. With a hard
+    limit that suffices, the soft limit is raised and the server serves."""
+    cfg = make_config(free_port())
+    cfg["server"]["max_clients"] = 100
+    path = tmp_path / "many.json"
+    path.write_text(json.dumps(cfg))
+    args = [str(server_binary()), "run", "--config", str(path), "--pid-file", str(tmp_path / "run" / "s7commd.pid"),
+            "--state-dir", str(tmp_path / "state")]
+    r = subprocess.run(["prlimit", "--nofile=150:150", *args], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 9, r.stderr
+    assert "server.max_clients 100 needs up to 164 open descriptors" in r.stderr, r.stderr
+    assert "the hard open-files limit (RLIMIT_NOFILE) is 150" in r.stderr and "LimitNOFILE=164" in r.stderr, r.stderr
+    assert "Nothing was started" in r.stderr, r.stderr
+    with socket.socket() as s:
+        assert s.connect_ex((HOST, cfg["server"]["port"])) != 0, "nothing may listen after the refused start"
+
+    p = subprocess.Popen(["prlimit", "--nofile=100:2000", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                c = snap7.client.Client()
+                c.connect(HOST, 0, 1, tcp_port=cfg["server"]["port"])
+                assert len(c.db_read(1, 0, 4)) == 4
+                c.disconnect()
+                break
+            except RuntimeError:
+                assert p.poll() is None and time.monotonic() < deadline, p.stdout.read() if p.poll() is not None else "not serving"
+                time.sleep(0.2)
+        children = [c for task in Path(f"/proc/{p.pid}/task").iterdir() for c in (task / "children").read_text().split()]
+        worker = next(int(c) for c in children if Path(f"/proc/{c}/cmdline").read_bytes().split(b"\0")[1] == b"__worker")
+        soft = next(line.split()[3] for line in Path(f"/proc/{worker}/limits").read_text().splitlines()
+                    if line.startswith("Max open files"))
+        assert int(soft) >= 164, f"the worker's soft open-files limit is {soft}, below max_clients 100 + 64"
+    finally:
+        p.terminate()
+        p.wait(timeout=15)
+
+
 def test_state_directory_not_writable_stops_the_start(tmp_path):
     """Started as the service user (no root) with a retained DB and a state directory it may not
     write: nothing starts, exit status 7, and the message names the directory and the chown."""
