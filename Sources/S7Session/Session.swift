@@ -103,8 +103,11 @@ public struct S7Session {
 
     /// True when input waits that the next ``receive(_:into:outputLimit:)`` can act on without
     /// more bytes (a whole frame, or a header already known to be invalid), held back because
-    /// the output reached the limit given to the last call.
-    public var hasBufferedRequests: Bool {
+    /// the output reached the limit given to the last call. Set by each call (the channel
+    /// handler asks several times per read).
+    public private(set) var hasBufferedRequests = false
+
+    private var inboundHoldsAFrame: Bool {
         do {
             guard case .frame(let length) = try TPKT.peek(inbound[...]) else { return false }
             return inbound.count >= length
@@ -145,6 +148,7 @@ public struct S7Session {
             inbound.removeFirst(consumed)
         }
         if case .close = outcome { phase = .closed }
+        hasBufferedRequests = outcome == .open && out.count >= outputLimit && inboundHoldsAFrame
         if !hasPartialInput {
             incompleteInput = nil
         } else if incompleteInput == nil || completeRequests != requestsBefore {
