@@ -55,7 +55,7 @@ final class S7ChannelHandler: ChannelDuplexHandler {
     private var admittedAt = NIODeadline.now()
     private var incompleteSince: NIODeadline?
     private var unwritableSince: NIODeadline?
-    private var waitingReported: ConnectionRegistry.Waiting? = .init(since: .now(), what: .setup)
+    private var waitingReported: ConnectionRegistry.Waiting?
 
     /// True inside ``pump(_:_:)``, so that a writability change it causes does not re-enter it.
     private var pumping = false
@@ -101,6 +101,7 @@ final class S7ChannelHandler: ChannelDuplexHandler {
         }
         admitted = true
         self.record = record
+        waitingReported = .init(since: admittedAt, what: .setup)  // as the registry was told
         registry.counters.connectionsAccepted.add(1, ordering: .relaxed)
         if settings.logConnections {
             let (count, limit) = (registry.count, registry.limit)
@@ -129,7 +130,7 @@ final class S7ChannelHandler: ChannelDuplexHandler {
             case .maxClientsPerAddress:
                 detail = "max_clients_per_address (\(limit)) connections from \(address) are open already (server.max_clients_per_address=\(limit))"
             case .rackSlot:
-                detail = "rack/slot not allowed"
+                preconditionFailure("a rack/slot is refused with a COTP disconnect and counted when the connection closes")
             }
             if limiter.allow(reason: reason.rawValue, address: address, on: context.eventLoop, summary: { n, from in
                 "refused \(n) more connections from \(from) in the last \(Self.windowText) (\(reason.rawValue), server.\(reason.rawValue)=\(limit))"
@@ -192,21 +193,21 @@ final class S7ChannelHandler: ChannelDuplexHandler {
         pumping = true
         defer { pumping = false }
         var input = bytes
-        let budget = bytesSentTotal + session.outputBound
+        let bound = session.outputBound
+        let budget = bytesSentTotal + bound
         repeat {
-            guard pumpOnce(context, &input) else { return }
+            guard pumpOnce(context, &input, bound: bound) else { return }
             if bytesSentTotal >= budget, session.hasBufferedRequests, context.channel.isWritable {
                 // One output bound per turn of the event loop: the other connections on this
                 // loop are served before the rest of a pipelined burst.
                 continueLater(context)
                 break
             }
-            if isPaused(context), wroteSomething {
+            if isPaused(context) {
                 // Nothing drains until it is flushed. A flush that empties the queue makes the
                 // channel writable again while pumping: then go on with the held-back requests;
                 // otherwise the writability change resumes them.
-                wroteSomething = false
-                context.flush()
+                flushIfWritten(context)
             }
         } while closeReason == nil && session.hasBufferedRequests && context.channel.isWritable
         noteProgress(context)
@@ -215,22 +216,27 @@ final class S7ChannelHandler: ChannelDuplexHandler {
 
     /// Goes on with the held-back requests after the other ready work of this event loop.
     private func continueLater(_ context: ChannelHandlerContext) {
-        if wroteSomething {
-            wroteSomething = false
-            context.flush()
-        }
+        flushIfWritten(context)
         guard !continuationScheduled else { return }
         continuationScheduled = true
         context.eventLoop.assumeIsolated().execute { [weak self] in
             guard let self else { return }
             self.continuationScheduled = false
-            guard self.closeReason == nil, !self.pumping, self.session.hasBufferedRequests, context.channel.isWritable else { return }
-            self.pump(context, UnsafeRawBufferPointer(start: nil, count: 0))
-            if self.wroteSomething {
-                self.wroteSomething = false
-                context.flush()
-            }
+            if context.channel.isWritable { self.resume(context) }
         }
+    }
+
+    /// Answers the held-back requests (outside ``pump(_:_:)``) and sends what that wrote.
+    private func resume(_ context: ChannelHandlerContext) {
+        guard closeReason == nil, !pumping else { return }
+        if session.hasBufferedRequests { pump(context, UnsafeRawBufferPointer(start: nil, count: 0)) }
+        flushIfWritten(context)
+    }
+
+    private func flushIfWritten(_ context: ChannelHandlerContext) {
+        guard wroteSomething else { return }
+        wroteSomething = false
+        context.flush()
     }
 
     /// Passes on a read NIO asked for while paused, once nothing holds it back.
@@ -243,10 +249,10 @@ final class S7ChannelHandler: ChannelDuplexHandler {
 
     /// Answers what fits under the output bound while the channel is writable; false when the
     /// connection was closed.
-    private func pumpOnce(_ context: ChannelHandlerContext, _ input: inout UnsafeRawBufferPointer) -> Bool {
+    private func pumpOnce(_ context: ChannelHandlerContext, _ input: inout UnsafeRawBufferPointer, bound: Int) -> Bool {
         while true {
             let started = latency == nil ? nil : NIODeadline.now()
-            let outcome = session.receive(input, into: &out, outputLimit: session.outputBound)
+            let outcome = session.receive(input, into: &out, outputLimit: bound)
             input = UnsafeRawBufferPointer(start: nil, count: 0)
             drainEvents(context)
             countRequests(since: started)
@@ -327,10 +333,7 @@ final class S7ChannelHandler: ChannelDuplexHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        if wroteSomething {
-            wroteSomething = false
-            context.flush()
-        }
+        flushIfWritten(context)
     }
 
     // MARK: - Backpressure
@@ -355,12 +358,8 @@ final class S7ChannelHandler: ChannelDuplexHandler {
             sendTimer = nil
             unwritableSince = nil
             reportWaiting(context)
-            if !pumping, closeReason == nil {
-                if session.hasBufferedRequests { pump(context, UnsafeRawBufferPointer(start: nil, count: 0)) }
-                if wroteSomething {
-                    wroteSomething = false
-                    context.flush()
-                }
+            if !pumping {
+                resume(context)
                 resumeReading(context)
             }
         } else {

@@ -10,6 +10,12 @@ extension EmbeddedHandlerTests {
     static let strict = ServerSettings(maxClients: 4, sendTimeout: .milliseconds(500), receiveTimeout: .milliseconds(300),
                                        idleTimeout: .seconds(2))
 
+    /// The client starts or stops taking data, as NIO reports it.
+    func setWritable(_ h: Harness, _ writable: Bool) {
+        h.channel.isWritable = writable
+        h.channel.pipeline.fireChannelWritabilityChanged()
+    }
+
     @Test func tricklingBytesDoNotExtendTheReceiveDeadline() throws {
         let h = try harness(settings: Self.strict)
         try setUp(h)
@@ -142,8 +148,7 @@ extension EmbeddedHandlerTests {
         let h = try harness(registry: registry, settings: Self.strict)
         try setUp(h)
         // The client takes nothing: 100 pipelined reads, far more than the AmQ of 1 it was granted.
-        h.channel.isWritable = false
-        h.channel.pipeline.fireChannelWritabilityChanged()
+        setWritable(h, false)
         let answered = try exchange(h.channel, Array((0..<100).map { _ in readRequest }.joined()))
         var session = S7Session(configuration: SessionConfiguration(), memory: try testMemory())
         var scratch: [UInt8] = []
@@ -154,16 +159,13 @@ extension EmbeddedHandlerTests {
         #expect(registry.snapshot().counters.throttled == 1)
         #expect(h.logs.contains("has more requests in flight than the AmQ 1 it was granted"))
         // It drains: the rest is answered, nothing lost.
-        h.channel.isWritable = true
-        h.channel.pipeline.fireChannelWritabilityChanged()
+        setWritable(h, true)
         // One output bound per event-loop turn: the rest comes in the following turns.
         h.channel.embeddedEventLoop.run()
-        var rest: [UInt8] = []
-        while var buffer = try h.channel.readOutbound(as: ByteBuffer.self) { rest += buffer.readBytes(length: buffer.readableBytes) ?? [] }
+        let rest = try written(h.channel)
         #expect(answered.count + rest.count == 100 * readAnswer.count)
         // It stops taking answers again and does not drain within send_timeout_ms: dropped.
-        h.channel.isWritable = false
-        h.channel.pipeline.fireChannelWritabilityChanged()
+        setWritable(h, false)
         h.channel.embeddedEventLoop.advanceTime(by: .milliseconds(500))
         #expect(!h.channel.isActive)
         #expect(h.logs.contains("disconnected: took none of its answers for 500 ms (server.send_timeout_ms=500)"))

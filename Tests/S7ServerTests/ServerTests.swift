@@ -78,6 +78,11 @@ struct EmbeddedHandlerTests {
 
     func exchange(_ channel: EmbeddedChannel, _ request: [UInt8]) throws -> [UInt8] {
         try channel.writeInbound(ByteBuffer(bytes: request))
+        return try written(channel)
+    }
+
+    /// Everything the handler wrote since the last call.
+    func written(_ channel: EmbeddedChannel) throws -> [UInt8] {
         var out: [UInt8] = []
         while var buffer = try channel.readOutbound(as: ByteBuffer.self) {
             out += buffer.readBytes(length: buffer.readableBytes) ?? []
