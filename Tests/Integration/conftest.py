@@ -158,6 +158,24 @@ def _wait_accepting(handle: ServerHandle, timeout: float):
     )
 
 
+def _wait_serving(handle: ServerHandle, timeout: float):
+    """Waits for the supervisor's "S7 worker (pid N) is serving". The kernel completes TCP
+    handshakes into the listen backlog as soon as the supervisor has bound the port, before it
+    has made its control socket or started a child, so an accepted connect alone is no sign
+    that the worker (or `s7commd status`) will answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if "is serving" in handle.log():
+            return
+        if handle.process.poll() is not None:
+            pytest.fail(
+                f"s7commd exited during startup with status {handle.process.returncode}; "
+                f"log:\n{handle.log()[-6000:]}"
+            )
+        time.sleep(0.05)
+    pytest.fail(f"the S7 worker did not report serving within {timeout}s; log:\n{handle.log()[-6000:]}")
+
+
 def socket_inodes(pid):
     """The socket inodes among a process's descriptors (/proc/PID/fd)."""
     inodes = set()
@@ -244,6 +262,8 @@ def start_server(tmp_path, request):
         h = ServerHandle(HOST, port, proc, log_path, cfg)
         handles.append(h)
         _wait_accepting(h, STARTUP_TIMEOUT_S)
+        if "--single-process" not in args:
+            _wait_serving(h, STARTUP_TIMEOUT_S)
         return h
 
     yield _start
