@@ -28,6 +28,11 @@
 #   ATTACK_PROBES=5           fresh connects of the good client per cell
 #   ATTACK_CHURN_RATE=2000    connects per second in the churn attack
 #   ATTACK_SPIN=0             1: the good client busy-polls (s7load -P)
+#   ATTACK_SCHED=normal       idle: the attacker runs under SCHED_IDLE (chrt --idle 0), so
+#                             that on a machine with fewer cores than the three parties the
+#                             attacker's own CPU (and the loopback TCP work it does in its
+#                             context) is taken from idle time, as it is on a separate host,
+#                             and not from the server or the good client
 #   S7COMMD_BIN=PATH          use this s7commd binary (no build)
 #   BENCH_SKIP_BUILD=1        use the existing .build-bench/release/s7commd as is
 #   BENCH_S7COMMD_ARGS="..."  extra arguments for `s7commd run`
@@ -51,6 +56,12 @@ MAXC=${ATTACK_MAX_CLIENTS:-32}
 PROBES=${ATTACK_PROBES:-5}
 CHURN_RATE=${ATTACK_CHURN_RATE:-2000}
 SPIN=${ATTACK_SPIN:-0}
+SCHED=${ATTACK_SCHED:-normal}
+case "$SCHED" in
+    normal) ATTACKER_PREFIX=() ;;
+    idle) ATTACKER_PREFIX=(chrt --idle 0) ;;
+    *) echo "ATTACK_SCHED must be normal or idle, not '$SCHED'" >&2; exit 1 ;;
+esac
 RECV_TIMEOUT_MS=3000
 HOST=127.0.0.1
 CMDLINE="$0${*:+ $*}"
@@ -208,7 +219,7 @@ run_cell() { # server attack
     local att=""
     if [ -n "$args" ]; then
         # shellcheck disable=SC2086
-        timeout $((D + 30)) "$BIN/s7attack" $args -H "$HOST" -p "$port" -d "$D" >"$c/attack.out" 2>"$c/attack.err" &
+        timeout $((D + 30)) "${ATTACKER_PREFIX[@]}" "$BIN/s7attack" $args -H "$HOST" -p "$port" -d "$D" >"$c/attack.out" 2>"$c/attack.err" &
         att=$!; PIDS+=("$att")
         for ((i = 0; i < 100; i++)); do
             grep -q '^ready' "$c/attack.out" 2>/dev/null && break
