@@ -139,7 +139,8 @@ class ServerHandle:
         return rc, None
 
 
-def _wait_accepting(handle: ServerHandle, timeout: float):
+def _wait_until(handle: ServerHandle, timeout: float, ready, what: str):
+    """Polls `ready()` until it holds; fails at once when s7commd exits, and after `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if handle.process.poll() is not None:
@@ -147,33 +148,34 @@ def _wait_accepting(handle: ServerHandle, timeout: float):
                 f"s7commd exited during startup with status {handle.process.returncode}; "
                 f"log:\n{handle.log()[-6000:]}"
             )
-        try:
-            with socket.create_connection((handle.host, handle.port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    pytest.fail(
-        f"s7commd did not accept connections on {handle.host}:{handle.port} within "
-        f"{timeout}s; log:\n{handle.log()[-6000:]}"
-    )
-
-
-def _wait_serving(handle: ServerHandle, timeout: float):
-    """Waits for the supervisor's "S7 worker (pid N) is serving". The kernel completes TCP
-    handshakes into the listen backlog as soon as the supervisor has bound the port, before it
-    has made its control socket or started a child, so an accepted connect alone is no sign
-    that the worker (or `s7commd status`) will answer."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if "is serving" in handle.log():
+        if ready():
             return
-        if handle.process.poll() is not None:
-            pytest.fail(
-                f"s7commd exited during startup with status {handle.process.returncode}; "
-                f"log:\n{handle.log()[-6000:]}"
-            )
         time.sleep(0.05)
-    pytest.fail(f"the S7 worker did not report serving within {timeout}s; log:\n{handle.log()[-6000:]}")
+    pytest.fail(f"{what} within {timeout}s; log:\n{handle.log()[-6000:]}")
+
+
+def _accepts(handle: ServerHandle) -> bool:
+    try:
+        with socket.create_connection((handle.host, handle.port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_accepting(handle: ServerHandle, timeout: float):
+    _wait_until(handle, timeout, lambda: _accepts(handle),
+                f"s7commd did not accept connections on {handle.host}:{handle.port}")
+
+
+def _wait_started(handle: ServerHandle, timeout: float, single_process: bool):
+    """Waits until s7commd accepts and, with a supervisor, until it logs "S7 worker (pid N) is
+    serving": the kernel completes TCP handshakes into the listen backlog as soon as the
+    supervisor has bound the port, before it has made its control socket or started a child,
+    so an accepted connect alone is no sign that the worker (or `s7commd status`) will answer."""
+    _wait_accepting(handle, timeout)
+    if not single_process:
+        _wait_until(handle, timeout, lambda: "is serving" in handle.log(),
+                    "the S7 worker did not report serving")
 
 
 def socket_inodes(pid):
@@ -261,9 +263,7 @@ def start_server(tmp_path, request):
         logf.close()
         h = ServerHandle(HOST, port, proc, log_path, cfg)
         handles.append(h)
-        _wait_accepting(h, STARTUP_TIMEOUT_S)
-        if "--single-process" not in args:
-            _wait_serving(h, STARTUP_TIMEOUT_S)
+        _wait_started(h, STARTUP_TIMEOUT_S, single_process="--single-process" in args)
         return h
 
     yield _start
