@@ -1,5 +1,5 @@
-// Only here, never in a header Swift imports: memfd_create, struct ucred, setresuid, pipe2
-// and MSG_CMSG_CLOEXEC are GNU extensions.
+// Only here, never in a header Swift imports: memfd_create, struct ucred, setresuid, pipe2,
+// accept4, POSIX_SPAWN_SETSID and MSG_CMSG_CLOEXEC are GNU extensions.
 #define _GNU_SOURCE
 
 #include <errno.h>
@@ -10,7 +10,9 @@
 #include <stdalign.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <linux/capability.h>
@@ -32,6 +34,9 @@ _Static_assert(CS7_PR_SET_NO_NEW_PRIVS == PR_SET_NO_NEW_PRIVS, "PR_SET_NO_NEW_PR
 _Static_assert(CS7_PR_GET_NO_NEW_PRIVS == PR_GET_NO_NEW_PRIVS, "PR_GET_NO_NEW_PRIVS");
 _Static_assert(CS7_PR_CAP_AMBIENT == PR_CAP_AMBIENT, "PR_CAP_AMBIENT");
 _Static_assert(CS7_PR_CAP_AMBIENT_CLEAR_ALL == PR_CAP_AMBIENT_CLEAR_ALL, "PR_CAP_AMBIENT_CLEAR_ALL");
+_Static_assert(CS7_POSIX_SPAWN_SETSID == POSIX_SPAWN_SETSID, "POSIX_SPAWN_SETSID");
+_Static_assert(CS7_SFD_CLOEXEC == SFD_CLOEXEC, "SFD_CLOEXEC");
+_Static_assert(CS7_SFD_NONBLOCK == SFD_NONBLOCK, "SFD_NONBLOCK");
 _Static_assert(CS7_CAP_SETGID == CAP_SETGID, "CAP_SETGID");
 _Static_assert(CS7_CAP_SETUID == CAP_SETUID, "CAP_SETUID");
 _Static_assert(CS7_CAP_SETPCAP == CAP_SETPCAP, "CAP_SETPCAP");
@@ -107,6 +112,31 @@ ssize_t cs7_recvmsg_cloexec(int fd, struct msghdr *message) {
 
 ssize_t cs7_sendmsg_nosignal(int fd, const struct msghdr *message) {
     return sendmsg(fd, message, MSG_NOSIGNAL);
+}
+
+int cs7_accept4_cloexec(int fd) {
+    return accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+}
+
+int cs7_chmod_nofollow(const char *path, mode_t mode) {
+    return fchmodat(AT_FDCWD, path, mode, AT_SYMLINK_NOFOLLOW);
+}
+
+int cs7_signalfd(const sigset_t *mask, int flags) {
+    return signalfd(-1, mask, flags);
+}
+
+int cs7_signalfd_read_one(int fd) {
+    struct signalfd_siginfo info;
+    ssize_t count = read(fd, &info, sizeof(info));
+    if (count == -1) {
+        return -1;
+    }
+    if (count != (ssize_t)sizeof(info)) {
+        errno = EIO;
+        return -1;
+    }
+    return (int)info.ssi_signo;
 }
 
 struct cmsghdr *cs7_cmsg_firsthdr(struct msghdr *message) {

@@ -221,12 +221,53 @@ public enum UnixSocket {
 /// A pipe whose both ends are close-on-exec.
 public enum UnixPipe {
     /// Creates a pipe with `pipe2(O_CLOEXEC)`, so no spawned child inherits an end by
-    /// accident (pass one explicitly with ``Spawn/run(executable:arguments:environment:passing:)``).
+    /// accident (pass one explicitly with ``Spawn/run(executable:arguments:environment:passing:standardInput:standardOutput:standardError:newSession:)``).
     public static func make() throws -> (read: FileDescriptor, write: FileDescriptor) {
         var descriptors: [CInt] = [-1, -1]
         _ = try retryingOnInterrupt("could not create a pipe (pipe2)") {
             cs7_pipe_cloexec(&descriptors)
         }
         return (FileDescriptor(rawValue: descriptors[0]), FileDescriptor(rawValue: descriptors[1]))
+    }
+
+    /// Reads what is there, up to `max` bytes, from a descriptor made non-blocking with
+    /// ``SystemPackage/FileDescriptor/setNonBlocking()`` (`read`, retried on EINTR).
+    ///
+    /// - Returns: nil at end of file (every write end closed), an empty array when nothing is
+    ///   there yet (`EAGAIN`), else the bytes read (at most `max`).
+    public static func readAvailable(_ fd: FileDescriptor, max: Int) throws -> [UInt8]? {
+        precondition(max > 0, "max must be positive")
+        var bytes = [UInt8](repeating: 0, count: max)
+        let count = bytes.withUnsafeMutableBytes { buffer -> Int in
+            while true {
+                let count = Glibc.read(fd.rawValue, buffer.baseAddress, buffer.count)
+                if count == -1 && Glibc.errno == EINTR { continue }
+                return count
+            }
+        }
+        if count == -1 {
+            let code = Glibc.errno
+            if code == EAGAIN || code == EWOULDBLOCK { return [] }
+            throw SystemCallError("could not read from descriptor \(fd.rawValue)", errno: Errno(rawValue: code))
+        }
+        if count == 0 { return nil }
+        bytes.removeSubrange(count...)
+        return bytes
+    }
+}
+
+extension FileDescriptor {
+    /// Sets `O_NONBLOCK` (`fcntl F_SETFL`), for an event loop that polls before it reads.
+    ///
+    /// The flag belongs to the open file description: every duplicate of this descriptor,
+    /// also one passed to another process, becomes non-blocking too.
+    public func setNonBlocking() throws {
+        let flags = try retryingOnInterrupt("could not read the flags of descriptor \(rawValue) (fcntl F_GETFL)") {
+            fcntl(rawValue, F_GETFL)
+        }
+        guard flags & O_NONBLOCK == 0 else { return }
+        _ = try retryingOnInterrupt("could not make descriptor \(rawValue) non-blocking (fcntl F_SETFL O_NONBLOCK)") {
+            fcntl(rawValue, F_SETFL, flags | O_NONBLOCK)
+        }
     }
 }

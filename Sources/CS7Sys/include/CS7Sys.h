@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/types.h>
@@ -32,6 +33,13 @@
 #define CS7_PR_GET_NO_NEW_PRIVS 39
 #define CS7_PR_CAP_AMBIENT 47
 #define CS7_PR_CAP_AMBIENT_CLEAR_ALL 4
+
+// posix_spawnattr_setflags(3) flag (glibc 2.26, a GNU extension): the child calls setsid.
+#define CS7_POSIX_SPAWN_SETSID 0x80
+
+// signalfd(2) flags.
+#define CS7_SFD_CLOEXEC 02000000
+#define CS7_SFD_NONBLOCK 04000
 
 // Capability numbers used by S7Sys.
 #define CS7_CAP_SETGID 6
@@ -56,6 +64,16 @@ int cs7_socketpair_seqpacket_cloexec(int fds[2]);
 int cs7_peercred(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
 ssize_t cs7_recvmsg_cloexec(int fd, struct msghdr *message);
 ssize_t cs7_sendmsg_nosignal(int fd, const struct msghdr *message);
+// accept4(fd, NULL, NULL, SOCK_CLOEXEC).
+int cs7_accept4_cloexec(int fd);
+// fchmodat(AT_FDCWD, path, mode, AT_SYMLINK_NOFOLLOW): fails (EOPNOTSUPP) on a symbolic link
+// instead of changing what it points to.
+int cs7_chmod_nofollow(const char *path, mode_t mode);
+// signalfd(2) on a new descriptor (fd -1).
+int cs7_signalfd(const sigset_t *mask, int flags);
+// Reads one struct signalfd_siginfo and returns its ssi_signo; -1 with errno set on failure
+// (EAGAIN when nothing is pending on a non-blocking descriptor, EIO on a short read).
+int cs7_signalfd_read_one(int fd);
 
 // Control-message macros of <sys/socket.h> as functions.
 struct cmsghdr *cs7_cmsg_firsthdr(struct msghdr *message);
