@@ -7,6 +7,10 @@
 //   peercred         print SO_PEERCRED of the socket at fd 3, send back one end of a pair
 //                    made here, and wait for a message or end of stream
 //   hold-mutex       lock the robust mutex at offset 0 of the memfd at fd 3 and exit holding it
+//   describe         print one JSON line: sid, pgid, pid, where fd 0 points, the open
+//                    descriptors and the whole environment
+//   reap-any         spawn this program with `exit 7`, reap it with Spawn.reapAny and print it
+//   exit STATUS      exit with STATUS at once
 
 #if canImport(Glibc)
 import Glibc
@@ -89,6 +93,73 @@ func holdMutex() throws {
     // Exit while holding it: the kernel marks the robust mutex's owner dead.
 }
 
+/// A JSON string literal.
+func json(_ text: String) -> String {
+    var out = "\""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\r": out += "\\r"
+        case "\t": out += "\\t"
+        case _ where scalar.value < 0x20:
+            let hex = String(scalar.value, radix: 16)
+            out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+        default: out.unicodeScalars.append(scalar)
+        }
+    }
+    return out + "\""
+}
+
+func readLink(_ path: String) -> String {
+    var buffer = [CChar](repeating: 0, count: 4097)
+    let length = readlink(path, &buffer, buffer.count - 1)
+    return length < 0 ? "" : String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+func describe() throws {
+    guard let directory = opendir("/proc/self/fd") else { fail("cannot open /proc/self/fd: errno \(errno)") }
+    let own = dirfd(directory)
+    var descriptors: [CInt] = []
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { bytes in
+            String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+        }
+        if let number = CInt(name), number != own { descriptors.append(number) }
+    }
+    closedir(directory)
+    var environment: [String] = []
+    var cursor = environ
+    while let entry = cursor.pointee {
+        let pair = String(cString: entry)
+        if let equals = pair.firstIndex(of: "=") {
+            environment.append(json(String(pair[..<equals])) + ":" + json(String(pair[pair.index(after: equals)...])))
+        }
+        cursor += 1
+    }
+    print(
+        "{\"pid\":\(getpid()),\"sid\":\(getsid(0)),\"pgid\":\(getpgid(0)),"
+            + "\"stdin\":\(json(readLink("/proc/self/fd/0"))),"
+            + "\"descriptors\":[\(descriptors.sorted().map(String.init).joined(separator: ","))],"
+            + "\"environment\":{\(environment.joined(separator: ","))}}"
+    )
+}
+
+func reapAny() throws {
+    let child = try Spawn.run(executable: readLink("/proc/self/exe"), arguments: ["exit", "7"])
+    let deadline = Poll.monotonicMilliseconds() + 10_000
+    while true {
+        if let (pid, termination) = try Spawn.reapAny() {
+            print("reaped: \(pid == child ? "the child" : "pid \(pid), not the child \(child)") \(termination)")
+            break
+        }
+        if Poll.monotonicMilliseconds() > deadline { fail("the child \(child) did not end within 10 s") }
+        _ = try Poll.wait([], timeoutMilliseconds: 5)
+    }
+    print("then: \(try Spawn.reapAny().map { "pid \($0.pid)" } ?? "none")")
+}
+
 let arguments = CommandLine.arguments.dropFirst()
 do {
     switch (arguments.first, arguments.count) {
@@ -96,7 +167,10 @@ do {
     case ("receive-fd", 1): try receiveDescriptor()
     case ("peercred", 1): try peerCredentials()
     case ("hold-mutex", 1): try holdMutex()
-    default: fail("usage: S7SysProbe demote USER | receive-fd | peercred | hold-mutex")
+    case ("describe", 1): try describe()
+    case ("reap-any", 1): try reapAny()
+    case ("exit", 2): exit(CInt(arguments.last!) ?? 1)
+    default: fail("usage: S7SysProbe demote USER | receive-fd | peercred | hold-mutex | describe | reap-any | exit STATUS")
     }
 } catch {
     fail("\(error)")
