@@ -9,15 +9,21 @@ public struct SystemCallError: Error, Equatable, Sendable, CustomStringConvertib
     public var operation: String
     /// The error the system call reported.
     public var errno: Errno
+    /// What the operator can do about it, when there is a likely cause, e.g. "is `s7commd run`
+    /// running?"; shown after the error.
+    public var hint: String?
 
-    /// Creates an error for `operation` that failed with `errno`.
-    public init(_ operation: String, errno: Errno) {
+    /// Creates an error for `operation` that failed with `errno`, with an optional `hint`.
+    public init(_ operation: String, errno: Errno, hint: String? = nil) {
         self.operation = operation
         self.errno = errno
+        self.hint = hint
     }
 
     public var description: String {
-        "\(operation): \(errno) (errno \(errno.rawValue))"
+        let error = "\(operation): \(errno) (errno \(errno.rawValue))"
+        guard let hint else { return error }
+        return error + "; " + hint
     }
 }
 
