@@ -14,7 +14,7 @@ let package = Package(
         .library(name: "PLCMemory", targets: ["PLCMemory"]),
         // For PLC programs on the same host (docs/plc-programs.md): C, and Swift (PLCMemoryClient.attach).
         .library(name: "S7commdPLC", targets: ["S7commdPLC"]),
-        .library(name: "S7commdPLCSwift", targets: ["S7Runtime"]),
+        .library(name: "S7commdPLCSwift", targets: ["PLCMemoryClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -48,7 +48,7 @@ let package = Package(
         .executableTarget(
             name: "s7commd",
             dependencies: [
-                "S7Server", "S7Config", "S7Session", "PLCMemory", "S7Runtime", "S7Sys",
+                "S7Server", "S7Config", "S7Session", "PLCMemory", "S7Runtime", "S7Sys", "S7IPC", "S7Supervisor", "PLCMemoryClient",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -78,12 +78,31 @@ let package = Package(
             dependencies: ["CS7Sys", "CLibcap", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: commonSettings
         ),
-        // The privilege-separated runtime: shared PLC memory, the messages between the
-        // supervisor, the S7 worker and the memory process, and the three roles.
+        // The closed message sets between the supervisor, its children and local clients, in a
+        // fixed binary encoding, with the table of what each peer may send in each phase.
+        .target(
+            name: "S7IPC",
+            dependencies: ["PLCMemory", "S7Sys", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: commonSettings
+        ),
+        // The small, boring parent: one state machine and one poll loop. Only S7Sys and S7IPC —
+        // no NIO, no Prometheus, no protocol target (a test checks the closure).
+        .target(
+            name: "S7Supervisor",
+            dependencies: ["S7IPC", "S7Sys", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: commonSettings
+        ),
+        // For Swift PLC programs on the same host: attach to the running server's PLC memory.
+        .target(
+            name: "PLCMemoryClient",
+            dependencies: ["PLCMemory", "S7Sys", "S7IPC", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: commonSettings
+        ),
+        // The two children: the S7 worker (SwiftNIO) and the memory process (retained data).
         .target(
             name: "S7Runtime",
             dependencies: [
-                "S7Sys", "PLCMemory", "S7Config", "S7Server", "S7Session",
+                "S7Sys", "S7IPC", "PLCMemory", "PLCMemoryClient", "S7Config", "S7Server", "S7Session",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -108,7 +127,7 @@ let package = Package(
         .testTarget(
             name: "S7ServerTests",
             dependencies: [
-                "S7Server", "S7Session", "S7Config", "PLCMemory", "s7commd",
+                "S7Server", "S7Session", "S7Config", "PLCMemory", "S7Sys", "s7commd",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -116,6 +135,8 @@ let package = Package(
             ],
             swiftSettings: commonSettings
         ),
+        .testTarget(name: "S7IPCTests", dependencies: ["S7IPC", "PLCMemory", "S7Sys"], swiftSettings: commonSettings),
+        .testTarget(name: "S7SupervisorTests", dependencies: ["S7Supervisor", "S7IPC", "S7Sys"], swiftSettings: commonSettings),
         .testTarget(
             name: "S7SysTests",
             dependencies: ["S7Sys", "CS7Sys", "S7SysProbe", .product(name: "SystemPackage", package: "swift-system")],

@@ -1,8 +1,8 @@
 import Foundation
 import Logging
-import NIOCore
 import PLCMemory
-import S7Config
+import PLCMemoryClient
+import S7IPC
 import S7Server
 import S7Session
 import S7Sys
@@ -33,76 +33,114 @@ public func verifyControlPeer(_ socket: SystemPackage.FileDescriptor, role: Stri
     }
 }
 
+/// A child's channel to the supervisor, read on a thread of its own (blocking receives never
+/// sit on the concurrency pool). A message outside the set, or outside the child's table for
+/// its phase, ends the child with ``ChildExitStatus/protocolViolation``.
+final class SupervisorChannel<M: IPCMessage>: @unchecked Sendable {
+    let socket: SystemPackage.FileDescriptor
+    let logger: Logger
+    let role: String
+
+    enum Event: Sendable {
+        case message(M, [SystemPackage.FileDescriptor])
+        case closed
+    }
+
+    init(socket: SystemPackage.FileDescriptor, role: String, logger: Logger) {
+        self.socket = socket
+        self.role = role
+        self.logger = logger
+    }
+
+    func events(maxDescriptors: Int) -> AsyncStream<Event> {
+        AsyncStream { continuation in
+            let thread = Thread { [socket, logger, role] in
+                while true {
+                    do {
+                        guard let (message, fds) = try IPC.receive(M.self, on: socket, maxDescriptors: maxDescriptors) else {
+                            continuation.yield(.closed)
+                            break
+                        }
+                        continuation.yield(.message(message, fds))
+                    } catch {
+                        logger.critical("\(role): the supervisor sent a message outside the protocol (\(error)); exiting with status \(ChildExitStatus.protocolViolation.rawValue)")
+                        exit(ChildExitStatus.protocolViolation.rawValue)
+                    }
+                }
+                continuation.finish()
+            }
+            thread.name = "s7commd-channel"
+            thread.start()
+        }
+    }
+
+    /// Ends the child when `message` is not in its table for `phase`.
+    func check(_ allowed: Bool, _ message: M, _ phase: ChannelPhase) {
+        guard allowed else {
+            logger.critical("\(role): the supervisor sent \(message.kind) while \(phase), outside the protocol; exiting with status \(ChildExitStatus.protocolViolation.rawValue)")
+            exit(ChildExitStatus.protocolViolation.rawValue)
+        }
+    }
+
+    func send<R: IPCMessage>(_ message: R, descriptors: [SystemPackage.FileDescriptor] = []) throws {
+        try IPC.send(message, descriptors: descriptors, on: socket)
+    }
+}
+
 /// The S7 worker: receives the listening socket and the PLC memory segment, serves clients.
 public enum WorkerRole {
     public static func run(control: SystemPackage.FileDescriptor, threads: Int, logger: Logger,
                            clock: @escaping @Sendable () -> PLCDateTime) async throws -> Int32 {
-        let channel = ControlChannel(socket: control, peer: "supervisor")
+        let channel = SupervisorChannel<SupervisorToWorker>(socket: control, role: "worker", logger: logger)
         var server: S7Server?
         var listeningServer = false
         var memory: FlatMemory?
+        var phase = ChannelPhase.starting
         // The listener, up to two metrics sockets (TCP and Unix), the segment.
         for await event in channel.events(maxDescriptors: 4) {
-            switch event {
-            case .closed(let why):
-                logger.notice("worker: \(why); stopping")
+            guard case .message(let message, let fds) = event else {
+                logger.notice("worker: the supervisor closed the channel; stopping")
                 await server?.shutdown()
-                return 0
-            case .message(.serve(let text, let listening, let metricsCount), let fds):
-                guard server == nil, memory == nil, (0...2).contains(metricsCount), fds.count == (listening ? 1 : 0) + metricsCount + 1 else {
-                    for fd in fds { try? fd.close() }
-                    logger.error("worker: unexpected serve message; ending")
-                    return 70
-                }
-                let configuration = try S7Configuration.parse(Data(text.utf8), path: "(from the supervisor)")
-                let layout = try PLCMemory.MemoryLayout(configuration.memory)
-                let mapping = try SharedRegion.attach(fds.last!, layout)
-                try? fds.last!.close()
+                return ChildExitStatus.stopped.rawValue
+            }
+            channel.check(message.allowed(in: phase), message, phase)
+            switch message {
+            case .serve(let start):
+                phase = .running
+                let layout = try PLCMemory.MemoryLayout(start.memory)
+                let segment = fds[fds.count - 1]
+                let mapping = try SharedRegion.attach(segment, layout)
+                try? segment.close()
                 memory = SharedRegion.memory(layout, mapping)
-                if listening || metricsCount > 0 {
-                    let s = S7Server(settings: serverSettings(configuration), session: configuration.sessionConfiguration(clock: clock),
+                if start.listening || start.metricsListeners > 0 {
+                    let s = S7Server(settings: start.settings.server, session: start.settings.session(clock: clock),
                                      memory: memory!, logger: logger, threads: threads,
-                                     metrics: metricsCount > 0 ? ServerMetrics() : nil)
+                                     metrics: start.metricsListeners > 0 ? ServerMetrics() : nil)
                     server = s
-                    if listening { try await s.start(listeningOn: fds[0].rawValue) }
-                    for fd in fds.dropFirst(listening ? 1 : 0).dropLast() { try await s.startMetrics(listeningOn: fd.rawValue) }
-                    listeningServer = listening
+                    if start.listening { try await s.start(listeningOn: fds[0].rawValue) }
+                    for fd in fds.dropFirst(start.listening ? 1 : 0).dropLast() { try await s.startMetrics(listeningOn: fd.rawValue) }
+                    listeningServer = start.listening
                 }
-                try channel.send(.serving)
-                logger.info(listening
-                    ? "worker (pid \(getpid()), uid \(getuid())) serving \(configuration.server.endpoint)"
+                try channel.send(WorkerToSupervisor.serving)
+                logger.info(start.listening
+                    ? "worker (pid \(getpid()), uid \(getuid())) serving \(start.settings.endpoint)"
                     : "worker (pid \(getpid()), uid \(getuid())) idle: no listener (server.enabled is false)")
-            case .message(.reload(let text), let fds):
-                for fd in fds { try? fd.close() }
-                let configuration = try S7Configuration.parse(Data(text.utf8), path: "(from the supervisor)")
-                server?.apply(settings: serverSettings(configuration), session: configuration.sessionConfiguration(clock: clock))
-                try channel.send(.reloaded)
-            case .message(.statusRequest, let fds):
-                for fd in fds { try? fd.close() }
+            case .reload(let settings):
+                server?.apply(settings: settings.server, session: settings.session(clock: clock))
+                try channel.send(WorkerToSupervisor.reloaded)
+            case .statusRequest(let id):
                 let snapshot = listeningServer ? server?.snapshot() : nil
-                try channel.send(.status(json: snapshot.map { SupervisorStatus.encodeSnapshot($0) } ?? "null"))
-            case .message(.childRestarts(let counts), let fds):
-                for fd in fds { try? fd.close() }
-                server?.metrics?.setRestarts(counts)
-            case .message(.stop, _):
+                let json = snapshot.map { SupervisorStatus.encodeSnapshot($0) } ?? Array("null".utf8)
+                try channel.send(WorkerToSupervisor.status(id: id, snapshot: json.count <= IPCLimits.snapshot ? json : Array("null".utf8)))
+            case .restarts(let worker, let memory):
+                server?.metrics?.setRestarts(["worker": worker, "memory": memory])
+            case .stop:
                 logger.info("worker: stopping, closing \(server?.connectedClients ?? 0) client connection(s)")
                 await server?.shutdown()
-                return 0
-            case .message(let other, let fds):
-                for fd in fds { try? fd.close() }
-                logger.error("worker: unexpected \(other.kind) message from the supervisor; ending")
-                return 70
+                return ChildExitStatus.stopped.rawValue
             }
         }
-        return 0
-    }
-
-    public static func serverSettings(_ c: S7Configuration) -> ServerSettings {
-        let s = c.server
-        return ServerSettings(
-            maxClients: s.maxClients, maxClientsPerAddress: s.maxClientsPerAddress, sendTimeout: .milliseconds(Int64(s.sendTimeoutMs)),
-            receiveTimeout: .milliseconds(Int64(s.recvTimeoutMs)), idleTimeout: .milliseconds(Int64(s.pingTimeoutMs)),
-            logConnections: c.logging.logConnections, logErrors: c.logging.logErrors)
+        return ChildExitStatus.stopped.rawValue
     }
 }
 
@@ -113,14 +151,14 @@ public enum MemoryRole {
     /// disk at most this long plus one write and fsync after the client's write was acknowledged.
     public static let retainInterval: Duration = .milliseconds(250)
 
-    public static func run(control: SystemPackage.FileDescriptor, stateDirectory: String?, socketPath: String?,
-                           logger: Logger) async throws -> Int32 {
-        let channel = ControlChannel(socket: control, peer: "supervisor")
+    public static func run(control: SystemPackage.FileDescriptor, logger: Logger) async throws -> Int32 {
+        let channel = SupervisorChannel<SupervisorToMemory>(socket: control, role: "memory process", logger: logger)
         var mapping: SharedMemory.Mapping?
         var memory: FlatMemory?
         var retainTask: Task<Void, Never>?
         var store: RetainStore?
         var keys: [RetainStore.Key] = []
+        var phase = ChannelPhase.starting
         func finalSave() {
             retainTask?.cancel()
             guard let store, let memory, !keys.isEmpty else { return }
@@ -131,57 +169,49 @@ public enum MemoryRole {
                 logger.error("memory process: could not save retained data: \(error)")
             }
         }
-        for await event in channel.events(maxDescriptors: 1) {
-            switch event {
-            case .closed(let why):
-                logger.notice("memory process: \(why); stopping")
+        for await event in channel.events(maxDescriptors: 2) {
+            guard case .message(let message, var fds) = event else {
+                logger.notice("memory process: the supervisor closed the channel; stopping")
                 finalSave()
-                return 0
-            case .message(.prepareMemory(let text, let reuse), let fds):
-                guard mapping == nil, fds.count == (reuse ? 1 : 0) else {
-                    logger.error("memory process: unexpected prepare message; ending")
-                    return 70
-                }
-                let configuration = try S7Configuration.parse(Data(text.utf8), path: "(from the supervisor)")
-                let layout = try PLCMemory.MemoryLayout(configuration.memory)
-                let fd: SystemPackage.FileDescriptor
-                if reuse {
-                    fd = fds[0]
-                    mapping = try SharedRegion.attach(fd, layout)
-                    logger.info("memory process (pid \(getpid()), uid \(getuid())) took over the PLC memory segment (\(layout.totalSize) bytes)")
-                } else {
-                    (fd, mapping) = try SharedRegion.create(layout)
-                    logger.info("memory process (pid \(getpid()), uid \(getuid())) created the PLC memory segment (\(layout.totalSize) bytes)")
-                }
-                let shared = SharedRegion.memory(layout, mapping!)
-                memory = shared
-                keys = RetainStore.retained(layout)
-                if let stateDirectory, !keys.isEmpty {
-                    let s = RetainStore(directory: stateDirectory)
-                    store = s
-                    if !reuse { restore(s, shared, keys, logger) }
-                    let retainedKeys = keys
-                    // After taking over a segment (the previous memory process died), what is in
-                    // memory may be newer than the file: save it first.
-                    retainTask = Task { await keepRetained(s, shared, retainedKeys, logger, saveNow: reuse) }
-                }
-                if let socketPath {
-                    serveAttach(path: socketPath, configuration: text, segment: fd, logger: logger)
-                }
-                try channel.send(.memoryReady(size: layout.totalSize), descriptors: [fd])
-            case .message(.stop, _):
+                return ChildExitStatus.stopped.rawValue
+            }
+            channel.check(message.allowed(in: phase), message, phase)
+            guard case .prepare(let start) = message else {
                 logger.info("memory process: stopping")
                 finalSave()
-                return 0
-            case .message(let other, let fds):
-                for fd in fds { try? fd.close() }
-                logger.error("memory process: unexpected \(other.kind) message from the supervisor; ending")
-                return 70
+                return ChildExitStatus.stopped.rawValue
             }
+            phase = .running
+            let layout = try PLCMemory.MemoryLayout(start.memory)
+            let segment: SystemPackage.FileDescriptor
+            if start.reuse {
+                segment = fds.removeFirst()
+                mapping = try SharedRegion.attach(segment, layout)
+                logger.info("memory process (pid \(getpid()), uid \(getuid())) took over the PLC memory segment (\(layout.totalSize) bytes)")
+            } else {
+                (segment, mapping) = try SharedRegion.create(layout)
+                logger.info("memory process (pid \(getpid()), uid \(getuid())) created the PLC memory segment (\(layout.totalSize) bytes)")
+            }
+            let shared = SharedRegion.memory(layout, mapping!)
+            memory = shared
+            keys = RetainStore.retained(layout)
+            if let directory = start.stateDirectory, !keys.isEmpty {
+                let s = RetainStore(directory: directory)
+                store = s
+                if !start.reuse { restore(s, shared, keys, logger) }
+                let retainedKeys = keys
+                // After taking over a segment (the previous memory process died), what is in
+                // memory may be newer than the file: save it first.
+                retainTask = Task { await keepRetained(s, shared, retainedKeys, logger, saveNow: start.reuse) }
+            }
+            if start.attachSocket {
+                serveAttach(listener: fds.removeFirst(), definition: start.memory, segment: segment, logger: logger)
+            }
+            try channel.send(MemoryToSupervisor.ready(size: layout.totalSize), descriptors: [segment])
         }
         finalSave()
         withExtendedLifetime(mapping) {}
-        return 0
+        return ChildExitStatus.stopped.rawValue
     }
 
     static func restore(_ store: RetainStore, _ memory: FlatMemory, _ keys: [RetainStore.Key], _ logger: Logger) {
@@ -225,35 +255,28 @@ public enum MemoryRole {
         }
     }
 
-    /// Hands the segment (and the configuration it was laid out from) to local tools and PLC
-    /// programs that connect to `path`: root, the service user, or members of its group.
-    static func serveAttach(path: String, configuration: String, segment: SystemPackage.FileDescriptor, logger: Logger) {
-        let listener: SystemPackage.FileDescriptor
-        do {
-            listener = try LocalSocket.listen(path: path, mode: 0o660)
-        } catch {
-            logger.error("memory process: \(error); `s7commd mem` and PLC programs cannot attach")
-            return
-        }
+    /// Hands the segment (and the layout it was made with) to local tools and PLC programs
+    /// that connect to memory.sock (bound by the supervisor, passed here): root, the service
+    /// user, or members of its group; one attach request per connection.
+    static func serveAttach(listener: SystemPackage.FileDescriptor, definition: MemoryDefinition,
+                            segment: SystemPackage.FileDescriptor, logger: Logger) {
         let dup = (try? segment.duplicate()) ?? segment
         Thread.detachNewThread {
             while true {
                 guard let peer = try? LocalSocket.accept(listener) else { return }
                 defer { try? peer.close() }
-                guard let cred = try? UnixSocket.peerCredentials(of: peer), LocalSocket.isTrusted(cred) else {
+                guard let cred = try? UnixSocket.peerCredentials(of: peer),
+                      LocalSocket.isTrusted(cred, serviceUID: getuid(), serviceGID: getgid()) else {
                     logger.warning("memory socket: refused a peer that is neither root, the service user, nor in its group")
                     continue
                 }
-                LocalSocket.setReceiveTimeout(peer, seconds: 2)
+                try? LocalSocket.setReceiveTimeout(peer, seconds: 2)
                 do {
-                    guard let (message, fds) = try RuntimeMessage.receive(on: peer, maxDescriptors: 0), message == .attach, fds.isEmpty else {
-                        logger.warning("memory socket: pid \(cred.pid) sent something other than an attach request; closed")
-                        continue
-                    }
-                    try RuntimeMessage.attached(configuration: configuration).send(on: peer, descriptors: [dup])
+                    guard try IPC.receive(MemoryClientRequest.self, on: peer, maxDescriptors: 0) != nil else { continue }
+                    try IPC.send(MemoryClientReply.attached(definition), descriptors: [dup], on: peer)
                     logger.info("memory socket: pid \(cred.pid) (uid \(cred.uid)) attached to the PLC memory")
                 } catch {
-                    logger.warning("memory socket: pid \(cred.pid): \(error)")
+                    logger.warning("memory socket: pid \(cred.pid) (uid \(cred.uid)) sent something outside the protocol (\(error)); closed")
                 }
             }
         }

@@ -1,5 +1,6 @@
 import Foundation
 import PLCMemory
+import S7Sys
 
 /// Retained data blocks and areas on disk: one file, replaced atomically (temporary file,
 /// fsync, rename, fsync of the directory), with a CRC-32 over everything, so a torn or
@@ -100,33 +101,10 @@ public struct RetainStore: Sendable {
         return aside
     }
 
+    /// Temporary file, fsync, rename, fsync of the directory (S7Sys.AtomicFile): a failing
+    /// directory fsync is an error, so a save is only reported done once it is on disk.
     private func atomicWrite(_ bytes: [UInt8]) throws {
-        let temporary = path + ".tmp"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw RuntimeError("cannot create \(temporary): \(String(cString: strerror(errno)))") }
-        var written = 0
-        while written < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, bytes.count - written) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                let e = errno
-                close(fd)
-                throw RuntimeError("cannot write \(temporary): \(String(cString: strerror(e)))")
-            }
-            written += n
-        }
-        guard fsync(fd) == 0 else {
-            let e = errno
-            close(fd)
-            throw RuntimeError("cannot fsync \(temporary): \(String(cString: strerror(e)))")
-        }
-        close(fd)
-        guard rename(temporary, path) == 0 else { throw RuntimeError("cannot replace \(path): \(String(cString: strerror(errno)))") }
-        let dir = open((path as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dir >= 0 {
-            fsync(dir)
-            close(dir)
-        }
+        try AtomicFile.write(bytes, to: path, mode: 0o600)
     }
 }
 

@@ -1,8 +1,13 @@
 import Foundation
+import PLCMemoryClient
+import S7IPC
 import S7Server
+import S7Sys
+import SystemPackage
 
-/// What the supervisor answers on its control socket: its own part, and the worker's
-/// snapshot of clients and counters (nil when the worker did not answer; `workerProblem` says why).
+/// What `s7commd status` shows of a running supervisor: its report, with the worker's
+/// snapshot of clients and counters decoded (nil when the worker did not answer;
+/// `workerProblem` says why).
 public struct SupervisorStatus: Codable, Equatable, Sendable {
     public struct Child: Codable, Equatable, Sendable {
         public var role: String
@@ -13,7 +18,7 @@ public struct SupervisorStatus: Codable, Equatable, Sendable {
     }
 
     public var pid: Int32
-    /// "disabled" (server.enabled false, no listener), "listening", or "restarting" (a child is down).
+    /// "disabled" (server.enabled false, no listener), "listening", "restarting" (a child is down) or "stopping".
     public var state: String
     public var endpoint: String
     /// Where metrics are served (`http://127.0.0.1:9102/metrics`, `unix:/run/s7commd/metrics.sock`); empty when off.
@@ -24,6 +29,22 @@ public struct SupervisorStatus: Codable, Equatable, Sendable {
     public var server: ServerSnapshot?
     public var workerProblem: String?
 
+    public init(_ report: SupervisorReport) {
+        pid = report.pid
+        state = report.state.description
+        endpoint = report.endpoint
+        metrics = report.metrics
+        startedAt = Date(timeIntervalSince1970: Double(report.startedAt) / 1000)
+        uptimeSeconds = Double(report.uptimeMs) / 1000
+        children = report.children.map {
+            Child(role: $0.role.description, pid: $0.pid, started: $0.startedAt.map { Date(timeIntervalSince1970: Double($0) / 1000) },
+                  restarts: $0.restarts)
+        }
+        server = report.workerSnapshot.flatMap(Self.decodeSnapshot)
+        workerProblem = report.workerProblem
+            ?? (report.workerSnapshot != nil && server == nil && report.workerSnapshot != Array("null".utf8) ? "the S7 worker's status was not readable" : nil)
+    }
+
     static var encoder: JSONEncoder {
         let e = JSONEncoder()
         e.dateEncodingStrategy = .iso8601
@@ -32,29 +53,39 @@ public struct SupervisorStatus: Codable, Equatable, Sendable {
         return e
     }
 
-    public func encoded() -> String {
-        (try? Self.encoder.encode(self)).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    /// The worker's snapshot as it travels to the supervisor, which relays it unparsed.
+    static func encodeSnapshot(_ s: ServerSnapshot) -> [UInt8] {
+        (try? encoder.encode(s)).map { Array($0) } ?? Array("null".utf8)
     }
 
-    public static func decode(_ json: String) throws -> SupervisorStatus {
+    static func decodeSnapshot(_ json: [UInt8]) -> ServerSnapshot? {
         let d = JSONDecoder()
         d.dateDecodingStrategy = .iso8601
         d.keyDecodingStrategy = .convertFromSnakeCase
+        return try? d.decode(ServerSnapshot.self, from: Data(json))
+    }
+}
+
+/// Asks the running supervisor for its status over its control socket.
+public enum StatusClient {
+    /// The control socket in the runtime directory (the pid file's directory).
+    public static func socketPath(runtimeDirectory: String) -> String { runtimeDirectory + "/control.sock" }
+
+    public static func query(socketPath: String, timeoutSeconds: Int = 5) throws -> SupervisorStatus {
+        let fd = try LocalSocket.connect(path: socketPath)
+        defer { try? fd.close() }
+        try LocalSocket.setReceiveTimeout(fd, seconds: timeoutSeconds)
+        try IPC.send(ControlRequest.status, on: fd)
+        let answer: (ControlReply, [SystemPackage.FileDescriptor])?
         do {
-            return try d.decode(SupervisorStatus.self, from: Data(json.utf8))
+            answer = try IPC.receive(ControlReply.self, on: fd, maxDescriptors: 0)
         } catch {
-            throw RuntimeError("the supervisor's status is not readable: \(error)")
+            throw RuntimeError("the supervisor at \(socketPath) answered outside the protocol: \(error)")
         }
-    }
-
-    static func encodeSnapshot(_ s: ServerSnapshot) -> String {
-        (try? encoder.encode(s)).map { String(decoding: $0, as: UTF8.self) } ?? "null"
-    }
-
-    static func decodeSnapshot(_ json: String) -> ServerSnapshot? {
-        let d = JSONDecoder()
-        d.dateDecodingStrategy = .iso8601
-        d.keyDecodingStrategy = .convertFromSnakeCase
-        return try? d.decode(ServerSnapshot.self, from: Data(json.utf8))
+        guard let (reply, _) = answer else {
+            throw RuntimeError("the supervisor closed the control socket without an answer (refused: run as root, the service user, or a member of its group)")
+        }
+        guard case .status(let report) = reply else { preconditionFailure("one reply in the set") }
+        return SupervisorStatus(report)
     }
 }

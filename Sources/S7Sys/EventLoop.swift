@@ -166,4 +166,11 @@ public enum Poll {
         _ = clock_gettime(CLOCK_MONOTONIC, &now)
         return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
     }
+
+    /// Milliseconds since 1970 (UTC) on the wall clock (`CLOCK_REALTIME`), for reports; never for deadlines.
+    public static func realtimeMilliseconds() -> Int64 {
+        var now = timespec()
+        _ = clock_gettime(CLOCK_REALTIME, &now)
+        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
+    }
 }

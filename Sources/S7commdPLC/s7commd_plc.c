@@ -34,12 +34,13 @@ _Static_assert(S7COMMD_OFFSET_LINT_INPUT == S7COMMD_OFFSET_DINT_INPUT + 3 * S7_T
 _Static_assert(S7COMMD_TABLES_END == S7COMMD_OFFSET_LINT_INPUT + 3 * S7_TABLE_BYTES(8), "end of the tables");
 _Static_assert(S7COMMD_MUTEX_OFFSET + sizeof(pthread_mutex_t) <= S7COMMD_HEADER_SIZE, "the mutex fits the header");
 
-/* The request s7commd's memory process accepts: Swift's JSONEncoder encoding of
- * RuntimeMessage.attach (Sources/S7Runtime/Messages.swift). */
-static const char attach_request[] = "{\"attach\":{}}";
-/* The answer starts with this; the configuration text follows. */
-static const char attached_prefix[] = "{\"attached\":";
-/* RuntimeMessage.maximumSize. */
+/* The request s7commd's memory process accepts: the tag of MemoryClientRequest.attach
+ * (Sources/S7IPC/Messages.swift), a message of one byte. */
+static const char attach_request[] = {0x40};
+/* The answer's tag (MemoryClientReply.attached); the memory layout follows, which this
+ * library does not need: the image tables sit at fixed offsets. */
+static const char attached_prefix[] = {0x41};
+/* IPCLimits.messageSize. */
 #define S7_MAX_MESSAGE 200000
 #define S7_ANSWER_TIMEOUT_S 5
 
@@ -108,13 +109,13 @@ int s7commd_attach(const char *socket_path, struct s7commd_segment *out) {
     setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
     setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
 
-    if (send(sock, attach_request, sizeof attach_request - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof attach_request - 1)) {
+    if (send(sock, attach_request, sizeof attach_request, MSG_NOSIGNAL) != (ssize_t)(sizeof attach_request)) {
         int e = errno;
         close(sock);
         return e == EPIPE || e == ECONNRESET ? -S7_E_CLOSED : -e;
     }
 
-    /* One packet: the JSON answer, with the segment's descriptor. */
+    /* One packet: the answer, with the segment's descriptor. */
     char *text = malloc(S7_MAX_MESSAGE + 1);
     if (text == NULL) {
         close(sock);
@@ -157,8 +158,8 @@ int s7commd_attach(const char *socket_path, struct s7commd_segment *out) {
     } else if (received == 0 && fd < 0) {
         result = -S7_E_CLOSED;
     } else if ((message.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0 || fd < 0 || extra != 0
-               || (size_t)received < sizeof attached_prefix - 1
-               || memcmp(text, attached_prefix, sizeof attached_prefix - 1) != 0) {
+               || (size_t)received < sizeof attached_prefix
+               || memcmp(text, attached_prefix, sizeof attached_prefix) != 0) {
         result = -S7_E_ANSWER;
     }
     free(text);

@@ -125,8 +125,8 @@ struct Doctor: ParsableCommand {
             return
         }
         do {
-            let fd = try ListeningSocket.open(address: address, port: port)
-            close(fd)
+            let fd = try TCPListener.open(address: address, port: port)
+            try? fd.close()
             add(name, "ok", "free, and this process may bind it", nil)
         } catch {
             switch error.errno {

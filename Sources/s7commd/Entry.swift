@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Logging
+import S7IPC
 import S7Runtime
 import S7Sys
 import SystemPackage
@@ -24,7 +25,10 @@ enum Entry {
             var command = try S7Commd.parseAsRoot()
             if let run = command as? Run {
                 let prepared = try run.prepare()
-                runAsync { try await run.serve(prepared) }
+                if run.singleProcess { runAsync { try await run.serveHere(prepared) } }
+                let status = try run.supervise(prepared)
+                if status != 0 { throw ExitCode(status) }
+                exit(0)
             }
             try command.run()
         } catch {
@@ -45,19 +49,20 @@ enum Entry {
         dispatchMain()
     }
 
-    /// A child of the supervisor: `s7commd __worker|__memory [--log-level L] [--threads N]`,
-    /// its control socket on descriptor 3. Internal: not for people to run.
+    /// A child of the supervisor: `s7commd __worker|__memory [--log-level L] [--journal]
+    /// [--threads N]`, its channel to the supervisor on descriptor 3. Internal: not for people
+    /// to run. Its exit status is a ``ChildExitStatus``.
     static func runChild(_ role: String, _ options: [String]) -> Never {
         func option(_ name: String) -> String? {
             options.firstIndex(of: name).flatMap { $0 + 1 < options.count ? options[$0 + 1] : nil }
         }
         let level = Logger.Level(rawValue: option("--log-level") ?? "info") ?? .info
-        LogSetup.bootstrap(level: level)
+        LogSetup.bootstrap(level: level, journal: options.contains("--journal"))
         let name = role == "__worker" ? "S7 worker" : "memory process"
         let logger = Logger(label: role == "__worker" ? "s7commd-worker" : "s7commd-memory")
         let control = SystemPackage.FileDescriptor(rawValue: 3)
         // Ctrl-C and systemd signal the whole group; a child stops when the supervisor says so
-        // (or closes the control socket), so retained data is saved and clients are closed.
+        // (or closes the channel), so retained data is saved and clients are closed.
         for sig in [SIGTERM, SIGINT, SIGHUP] { signal(sig, SIG_IGN) }
         do {
             try Privileges.setNonDumpable()
@@ -65,15 +70,13 @@ enum Entry {
             try verifyControlPeer(control, role: name)
         } catch {
             logger.critical("\(error)")
-            exit(71)
+            exit(ChildExitStatus.unsafeStart.rawValue)
         }
         let threads = option("--threads").flatMap(Int.init) ?? 1
-        let stateDirectory = option("--state-dir")
-        let socketPath = option("--socket")
         runAsync {
             let status = role == "__worker"
                 ? try await WorkerRole.run(control: control, threads: threads, logger: logger, clock: localClock)
-                : try await MemoryRole.run(control: control, stateDirectory: stateDirectory, socketPath: socketPath, logger: logger)
+                : try await MemoryRole.run(control: control, logger: logger)
             exit(status)
         }
     }

@@ -6,8 +6,9 @@ import Logging
 /// names the process role; elsewhere swift-log's usual stream format. Metadata (`peer=…`)
 /// follows as key=value fields either way.
 enum LogSetup {
-    static func bootstrap(level: Logger.Level) {
-        let journal = ProcessInfo.processInfo.environment["JOURNAL_STREAM"] != nil
+    /// `journal`: the journal's format; by default when JOURNAL_STREAM is set (the children
+    /// get `--journal` instead: their standard error is a pipe to the supervisor).
+    static func bootstrap(level: Logger.Level, journal: Bool = ProcessInfo.processInfo.environment["JOURNAL_STREAM"] != nil) {
         LoggingSystem.bootstrap { label in
             if journal {
                 var h = JournalLogHandler(label: label)

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import PLCMemory
-import S7Runtime
+import PLCMemoryClient
 
 struct MemCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -11,6 +11,8 @@ enum StartFailure: Int32 {
     case stateDirectory = 7
     case sharedMemory = 8
     case descriptors = 9
+    /// The pid or state file cannot be created safely, or another instance holds it.
+    case runtimeFiles = 10
 }
 
 /// Who listens on a TCP port: read from /proc/net/tcp(6) and the processes' descriptors.

@@ -64,39 +64,43 @@ struct Run: ParsableCommand {
     @Flag(help: "Serve in this one (equally unprivileged) process instead of the supervisor, worker and memory process (for debugging and comparison).")
     var singleProcess = false
 
+    /// Tests only: the program spawned in place of the S7 worker (a fake child that breaks the
+    /// protocol, to show the supervisor kills and restarts it). It runs exactly as the worker
+    /// would: unprivileged, with the worker's descriptors.
+    @Option(help: .hidden)
+    var workerProgram: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
-    /// Everything decided before the first thread starts: the configuration, the listener,
-    /// and the privileges already dropped.
+    /// Everything decided before the first thread starts: the configuration (read and
+    /// validated once), the listeners and sockets, the files, and the privileges already dropped.
     struct Prepared: @unchecked Sendable {
         var settings: S7Configuration
         var path: String?
         var source: String
-        var text: String
-        var listener: CInt?
-        var metricsListener: CInt?
+        var listener: SystemPackage.FileDescriptor?
+        var metricsListener: SystemPackage.FileDescriptor?
+        var metricsSocket: SystemPackage.FileDescriptor?
+        var controlSocket: SystemPackage.FileDescriptor?
+        var memorySocket: SystemPackage.FileDescriptor?
+        /// Whom control.sock and memory.sock trust besides root: the service user and its group.
+        var service: (uid: uid_t, gid: gid_t)
         var logger: Logger
         var files: RuntimeFiles
     }
 
-    /// The privileged part, single-threaded: load, bind (or adopt systemd's socket), then drop
-    /// every capability and, as root, become the service user. Nothing here parses network input.
+    /// The privileged part, single-threaded: load, bind (or adopt systemd's socket), create
+    /// the runtime files safely, then drop every capability and, as root, become the service
+    /// user. Nothing here parses network input.
     func prepare() throws -> Prepared {
         let level = Logger.Level(rawValue: logLevel) ?? .info
         LogSetup.bootstrap(level: level)
         let logger = Logger(label: "s7commd")
         let path = config ?? (FileManager.default.fileExists(atPath: Self.installedConfiguration) ? Self.installedConfiguration : nil)
         var settings: S7Configuration
-        let text: String
         do {
-            if let path {
-                settings = try S7Configuration.loadForHost(path: path)
-                text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
-            } else {
-                settings = try S7Configuration.demo()
-                text = S7Configuration.demoJSON
-            }
+            settings = try path.map { try S7Configuration.loadForHost(path: $0) } ?? S7Configuration.demo()
         } catch let error as ConfigurationError {
             printError(error.description + "\nNothing was started.")
             throw ExitCode(StartFailure.configuration.rawValue)
@@ -110,20 +114,23 @@ struct Run: ParsableCommand {
         }
         try Self.raiseOpenFilesLimit(maxClients: settings.server.maxClients, logger)
         let source = path ?? "the built-in demo configuration (no --config given and \(Self.installedConfiguration) does not exist)"
+        let layout: PLCMemory.MemoryLayout
         do {
-            _ = try PLCMemory.MemoryLayout(settings.memory)
+            layout = try PLCMemory.MemoryLayout(settings.memory)
         } catch {
             printError("configuration \(source) cannot be laid out in memory: \(error)\nNothing was started.")
             throw ExitCode(StartFailure.configuration.rawValue)
         }
+        // As root, the service user must exist before anything is bound or created.
+        let service = try serviceIdentity()
         logger.info("s7commd \(S7CommdVersion.current) serving \(source)")
         for warning in settings.warnings { logger.warning("configuration: \(warning)") }
 
-        var listener: CInt?
+        var listener: SystemPackage.FileDescriptor?
         if settings.server.enabled {
             if let env = ProcessInfo.processInfo.environment["LISTEN_PID"], Int32(env) == getpid(),
                let count = ProcessInfo.processInfo.environment["LISTEN_FDS"].flatMap(Int.init), count >= 1 {
-                listener = 3
+                listener = SystemPackage.FileDescriptor(rawValue: 3)
                 logger.info("using the listening socket systemd passed (socket activation); server.bind_address and server.port are the socket unit's")
             } else {
                 listener = try Self.listen(settings.server.bindAddress, settings.server.port, setting: "server.port", logger)
@@ -133,22 +140,69 @@ struct Run: ParsableCommand {
         }
         // The metrics port is bound here too, while the process may, so any port works and a
         // conflict is explained like one on server.port.
-        var metricsListener: CInt?
+        var metricsListener: SystemPackage.FileDescriptor?
         if settings.metrics.enabled, settings.metrics.port != 0 {
             metricsListener = try Self.listen(settings.metrics.bindAddress, settings.metrics.port, setting: "metrics.port", logger)
         }
-        let files = RuntimeFiles(pidPath: pidFile, logger: logger)
-        try dropPrivileges(logger)
-        try? Privileges.setNonDumpable()
-        if let layout = try? PLCMemory.MemoryLayout(settings.memory) {
-            try StartChecks.stateDirectory(stateDir, layout: layout, user: user, logger: logger)
+        let runtime = try StartChecks.runtimeDirectory(runtimeDirectory, service: service, logger: logger)
+        let files = try RuntimeFiles(pidPath: pidFile, logger: logger)
+        // The local sockets are bound now, before the drop, so they may live in a directory
+        // only root can write; the service group may connect.
+        let group = geteuid() == 0 ? service.gid : nil
+        let controlSocket = singleProcess ? nil
+            : Self.localSocket(runtime + "/control.sock", group: group, what: "`s7commd status` will show only what the state file holds", logger)
+        let memorySocket = singleProcess ? nil
+            : Self.localSocket(memorySocketPath, group: group, what: "`s7commd mem` and PLC programs cannot attach", logger)
+        let metricsSocket = settings.metrics.enabled
+            ? Self.localSocket(metricsSocketPath, group: group, kind: .stream, what: "metrics are not served on the Unix socket", logger) : nil
+        if !RetainStore.retained(layout).isEmpty {
+            try StartChecks.stateDirectory(stateDir, layout: layout, service: service, user: user, logger: logger)
         }
+        try dropPrivileges(service, logger)
+        try? Privileges.setNonDumpable()
         try StartChecks.sharedMemory(logger: logger)
         if let path, access(path, R_OK) != 0 {
             logger.warning("\(path) is not readable by uid \(getuid()) now that privileges are dropped, so a reload will fail; make it readable to the service user (e.g. chown root:\(user) and chmod 0640)")
         }
-        return Prepared(settings: settings, path: path, source: source, text: text, listener: listener,
-                        metricsListener: metricsListener, logger: logger, files: files)
+        return Prepared(settings: settings, path: path, source: source, listener: listener, metricsListener: metricsListener,
+                        metricsSocket: metricsSocket, controlSocket: controlSocket, memorySocket: memorySocket,
+                        service: service, logger: logger, files: files)
+    }
+
+    /// The pid file's directory: control.sock, memory.sock and metrics.sock live there.
+    var runtimeDirectory: String { URL(fileURLWithPath: pidFile).deletingLastPathComponent().path }
+    /// The memory process's socket for `s7commd mem` and PLC programs, beside the pid file.
+    var memorySocketPath: String { runtimeDirectory + "/memory.sock" }
+    /// The metrics endpoint's Unix socket (HTTP), beside the pid file, when metrics.enabled.
+    var metricsSocketPath: String { runtimeDirectory + "/metrics.sock" }
+
+    /// The user the processes run as: as root, the service user (which must exist and must not
+    /// be root); otherwise this process's own user.
+    func serviceIdentity() throws -> (uid: uid_t, gid: gid_t) {
+        guard geteuid() == 0 else { return (getuid(), getgid()) }
+        do {
+            let target = try ServiceUser.lookup(name: user)
+            guard target.uid != 0, target.gid != 0 else {
+                printError("--user \(user) is root (uid \(target.uid), gid \(target.gid)); s7commd started as root runs as an unprivileged service user. Create one with: adduser --system --group --no-create-home s7commd\nNothing was started.")
+                throw ExitCode(StartFailure.privileges.rawValue)
+            }
+            return (target.uid, target.gid)
+        } catch let error as ServiceUserError {
+            printError("s7commd was started as root, so it must become the unprivileged service user '\(user)', and \(error). It never falls back to another user. Or pass --user with an existing unprivileged user.\nNothing was started.")
+            throw ExitCode(StartFailure.privileges.rawValue)
+        }
+    }
+
+    /// Binds a local socket for the supervisor or the memory process; a failure is logged and
+    /// the feature is off (the server still serves).
+    static func localSocket(_ path: String, group: gid_t?, kind: LocalSocket.Kind = .seqpacket, what: String,
+                            _ logger: Logger) -> SystemPackage.FileDescriptor? {
+        do {
+            return try LocalSocket.listen(path: path, mode: 0o660, kind: kind, group: group)
+        } catch {
+            logger.error("\(error); \(what)")
+            return nil
+        }
     }
 
     /// Raises the soft open-files limit to what server.max_clients needs (and, where the hard
@@ -178,9 +232,9 @@ struct Run: ParsableCommand {
 
     /// Binds a listening TCP socket, or explains on stderr and in the log why it could not:
     /// who holds the port, which capability is missing, which addresses the host has.
-    static func listen(_ address: String, _ port: Int, setting: String, _ logger: Logger) throws -> CInt {
+    static func listen(_ address: String, _ port: Int, setting: String, _ logger: Logger) throws -> SystemPackage.FileDescriptor {
         do {
-            return try ListeningSocket.open(address: address, port: port)
+            return try TCPListener.open(address: address, port: port)
         } catch {
             let detail: String
             let status: StartFailure
@@ -197,176 +251,30 @@ struct Run: ParsableCommand {
         }
     }
 
-    /// Drops every capability from every set; as root, becomes the service user first.
-    func dropPrivileges(_ logger: Logger) throws {
-        let runtimeDirectory = URL(fileURLWithPath: pidFile).deletingLastPathComponent().path
+    /// Drops every capability from every set; as root, becomes the service user.
+    func dropPrivileges(_ service: (uid: uid_t, gid: gid_t), _ logger: Logger) throws {
         if geteuid() == 0 {
-            var target: ServiceUser
-            do {
-                target = try ServiceUser.lookup(name: user)
-            } catch {
-                guard let nobody = try? ServiceUser.lookup(name: "nobody") else {
-                    printError("\(error)\nNothing was started.")
-                    throw ExitCode(StartFailure.privileges.rawValue)
-                }
-                target = nobody
-                logger.warning("the service user '\(user)' does not exist, so the supervisor and its children run as 'nobody' (uid \(nobody.uid)); create the proper one with: adduser --system --group --no-create-home \(user)")
-            }
-            for directory in [runtimeDirectory, stateDir] {
-                try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-                _ = chown(directory, target.uid, target.gid)
-            }
-            Privileges.demote(toUID: target.uid, gid: target.gid)
-            logger.info("dropped every capability and became \(target.name) (uid \(target.uid), gid \(target.gid))")
-        } else {
-            do {
-                let boundingDropped = try Privileges.dropAllCapabilities()
-                try Privileges.setNoNewPrivileges()
-                if !boundingDropped {
-                    let bounding = (try? Capabilities.current().bounding).map { String($0, radix: 16) } ?? "?"
-                    logger.notice("the capability bounding set stays \(bounding): emptying it needs CAP_SETPCAP beside CAP_NET_BIND_SERVICE (the packaged unit grants both); no-new-privileges keeps every child from gaining any of it")
-                }
-            } catch {
-                printError("could not drop capabilities: \(error)\nNothing was started.")
-                throw ExitCode(StartFailure.privileges.rawValue)
-            }
-            let status = try Capabilities.current()
-            guard status.effective == 0, status.permitted == 0, status.inheritable == 0, status.ambient == 0 else {
-                printError("capabilities remain after dropping them (CapEff \(String(status.effective, radix: 16))); nothing was started")
-                throw ExitCode(StartFailure.privileges.rawValue)
-            }
-            logger.info("dropped every capability (running as uid \(getuid()))")
-        }
-    }
-
-    /// The unprivileged part: supervise the children (or, with --single-process, serve here).
-    func serve(_ p: Prepared) async throws {
-        let logger = p.logger
-        let signals = SignalWaiter([SIGTERM, SIGINT, SIGHUP])
-        let files = p.files
-        var settings = p.settings
-        var state = RuntimeState(pid: getpid(), version: S7CommdVersion.current, configuration: p.path, startedAt: Date(),
-                                 enabled: settings.server.enabled, endpoint: settings.server.endpoint,
-                                 listening: p.listener != nil, settings: settings.shownSettings(), lastReload: nil)
-        files.publish(state)
-        defer { files.remove() }
-        let threadCount = threads ?? max(1, System.coreCount / 2)
-        let (metricsListeners, metricsPlaces) = openMetrics(p)
-        defer { if settings.metrics.enabled { unlink(metricsSocket) } }
-
-        /// Re-reads the file on SIGHUP: the new text for the children and a line for the log.
-        let reloadFile: () -> (String, String)? = {
-            guard let path = p.path else {
-                logger.notice("received SIGHUP: the built-in demo configuration has no file to reload")
-                return nil
-            }
-            do {
-                let updated = try S7Configuration.loadForHost(path: path)
-                if let limits = try? OpenFilesLimit.current(), limits.soft < OpenFilesLimit.needed(maxClients: updated.server.maxClients) {
-                    logger.error("reload refused, the running configuration is unchanged: \(Self.openFilesProblem(maxClients: updated.server.maxClients, limit: limits.soft, which: "soft"))")
-                    return nil
-                }
-                let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? p.text
-                let (live, restart) = settings.changes(to: updated)
-                for warning in updated.warnings { logger.warning("configuration: \(warning)") }
-                var kept = settings
-                kept.server.maxClients = updated.server.maxClients
-                kept.server.maxClientsPerAddress = updated.server.maxClientsPerAddress
-                kept.server.pduSize = updated.server.pduSize
-                kept.server.sendTimeoutMs = updated.server.sendTimeoutMs
-                kept.server.recvTimeoutMs = updated.server.recvTimeoutMs
-                kept.server.pingTimeoutMs = updated.server.pingTimeoutMs
-                kept.server.workIntervalMs = updated.server.workIntervalMs
-                kept.server.allowedRackSlots = updated.server.allowedRackSlots
-                kept.server.allowPLCControl = updated.server.allowPLCControl
-                kept.server.allowClockSet = updated.server.allowClockSet
-                kept.identity = updated.identity
-                kept.logging = updated.logging
-                settings = kept
-                state.settings = kept.shownSettings()
-                state.lastReload = RuntimeState.Reload(at: Date(), applied: live, restartNeeded: restart)
-                files.publish(state)
-                return (text, "reloaded \(path): \(live.isEmpty ? "no live setting changed" : "applied " + live.joined(separator: ", ") + " (to connections opened from now on)")\(restart.isEmpty ? "" : "; restart needed for " + restart.joined(separator: ", "))")
-            } catch {
-                logger.error("reload refused, the running configuration is unchanged: \(error)")
-                return nil
-            }
-        }
-
-        if singleProcess {
-            try await serveHere(p, settings: settings, signals: signals, threads: threadCount, metrics: metricsListeners, reload: reloadFile) { updated in
-                settings = updated
-            }
+            Privileges.demote(toUID: service.uid, gid: service.gid)
+            logger.info("dropped every capability and became \(user) (uid \(service.uid), gid \(service.gid))")
             return
         }
-        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        let supervisor = Supervisor(
-            executable: executable, childArguments: ["--log-level", logLevel, "--threads", String(threadCount)],
-            memoryArguments: ["--state-dir", stateDir, "--socket", memorySocket],
-            configuration: p.text, listening: p.listener.map { SystemPackage.FileDescriptor(rawValue: $0) },
-            metricsListeners: metricsListeners.map { SystemPackage.FileDescriptor(rawValue: $0) }, metricsEndpoints: metricsPlaces, logger: logger,
-            endpoint: settings.server.endpoint,
-            controlSocket: StatusClient.socketPath(runtimeDirectory: URL(fileURLWithPath: pidFile).deletingLastPathComponent().path),
-            reload: reloadFile)
-        let forward = Task {
-            while true {
-                let signal = await signals.wait()
-                if signal != SIGHUP { logger.info("received \(signalName(signal)), stopping the worker and the memory process") }
-                supervisor.deliver(signal: signal)
-            }
-        }
-        let status = await supervisor.run()
-        forward.cancel()
-        logger.info("stopped")
-        if status != 0 { throw ExitCode(status) }
-    }
-
-    /// The metrics sockets the worker serves: the TCP port bound in `prepare()`, and the Unix
-    /// socket, made now that privileges are dropped so it belongs to the service user.
-    private func openMetrics(_ p: Prepared) -> (fds: [CInt], places: [String]) {
-        guard p.settings.metrics.enabled else { return ([], []) }
-        var fds = p.metricsListener.map { [$0] } ?? []
-        var places = p.settings.metrics.tcpEndpoint.map { [$0] } ?? []
         do {
-            fds.append(try LocalSocket.listen(path: metricsSocket, mode: 0o660, kind: .stream).rawValue)
-            places.append("unix:\(metricsSocket)")
+            let boundingDropped = try Privileges.dropAllCapabilities()
+            try Privileges.setNoNewPrivileges()
+            if !boundingDropped {
+                let bounding = (try? Capabilities.current().bounding).map { String($0, radix: 16) } ?? "?"
+                logger.notice("the capability bounding set stays \(bounding): emptying it needs CAP_SETPCAP beside CAP_NET_BIND_SERVICE (the packaged unit grants both); no-new-privileges keeps every child from gaining any of it")
+            }
         } catch {
-            p.logger.error("metrics: \(error); metrics are served \(places.first.map { "only on " + $0 } ?? "nowhere")")
+            printError("could not drop capabilities: \(error)\nNothing was started.")
+            throw ExitCode(StartFailure.privileges.rawValue)
         }
-        if !places.isEmpty { p.logger.info("metrics (Prometheus text format) at \(places.joined(separator: " and "))") }
-        return (fds, places)
-    }
-
-    /// --single-process: the server and the memory in this process, as before privilege separation.
-    private func serveHere(_ p: Prepared, settings: S7Configuration, signals: SignalWaiter, threads: Int, metrics: [CInt],
-                           reload: () -> (String, String)?, updated: (S7Configuration) -> Void) async throws {
-        let logger = p.logger
-        let memory = try FlatMemory(settings.memory)
-        var server: S7Server?
-        if p.listener != nil || !metrics.isEmpty {
-            server = S7Server(settings: WorkerRole.serverSettings(settings), session: settings.sessionConfiguration(clock: localClock),
-                              memory: memory, logger: logger, threads: threads, metrics: metrics.isEmpty ? nil : ServerMetrics())
+        let status = try Capabilities.current()
+        guard status.effective == 0, status.permitted == 0, status.inheritable == 0, status.ambient == 0 else {
+            printError("capabilities remain after dropping them (CapEff \(String(status.effective, radix: 16))); nothing was started")
+            throw ExitCode(StartFailure.privileges.rawValue)
         }
-        if let fd = p.listener, let server {
-            let bound = try await server.start(listeningOn: fd)
-            logger.info("listening on \(settings.server.endpoint) (bound \(bound.map { "\($0)" } ?? "?")) in one process, max \(settings.server.maxClients) clients, PDU up to \(settings.server.pduSize) bytes")
-        }
-        for fd in metrics { try await server?.startMetrics(listeningOn: fd) }
-        while true {
-            let signal = await signals.wait()
-            guard signal == SIGHUP else {
-                logger.info("received \(signalName(signal)), closing \(server?.connectedClients ?? 0) client connection(s) and stopping")
-                break
-            }
-            if let (text, line) = reload(), let c = try? S7Configuration.parse(Data(text.utf8)) {
-                server?.apply(settings: WorkerRole.serverSettings(c), session: c.sessionConfiguration(clock: localClock))
-                updated(c)
-                logger.notice("\(line)")
-            }
-        }
-        await server?.shutdown()
-        withExtendedLifetime(memory) {}
-        logger.info("stopped")
+        logger.info("dropped every capability (running as uid \(getuid()))")
     }
 }
 
@@ -378,55 +286,6 @@ enum CapabilityReport {
         let start = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_unprivileged_port_start", encoding: .utf8))?
             .trimmingCharacters(in: .whitespacesAndNewlines) ?? "?"
         return "This process runs as uid \(getuid()) with CapEff \(String(format: "%016llx", s.effective)) (CAP_NET_BIND_SERVICE \(s.effective & bind != 0 ? "held" : "not held")); net.ipv4.ip_unprivileged_port_start is \(start)."
-    }
-}
-
-/// The pid file and the state file of a running `s7commd run`, opened before privileges are
-/// dropped and kept open, so the unprivileged supervisor can still update them wherever they are.
-final class RuntimeFiles: @unchecked Sendable {
-    static var defaultPidPath: String {
-        if getuid() == 0 { return "/run/s7commd/s7commd.pid" }
-        if let runtime = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"], !runtime.isEmpty { return runtime + "/s7commd.pid" }
-        if let runtime = ProcessInfo.processInfo.environment["RUNTIME_DIRECTORY"], !runtime.isEmpty { return runtime + "/s7commd.pid" }
-        return "/tmp/s7commd-\(getuid())/s7commd.pid"
-    }
-
-    let pidPath: String
-    let statePath: String
-    private let pidFD: CInt
-    private let stateFD: CInt
-
-    init(pidPath: String, logger: Logger) {
-        self.pidPath = pidPath
-        statePath = RuntimeState.path(forPidFile: pidPath)
-        let directory = URL(fileURLWithPath: pidPath).deletingLastPathComponent().path
-        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        pidFD = open(pidPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        stateFD = open(statePath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        if pidFD < 0 || stateFD < 0 {
-            logger.warning("cannot write \(pidFD < 0 ? pidPath : statePath): \(String(cString: strerror(errno))); `s7commd reload` and `status` will need --pid-file, or use kill -HUP \(getpid())")
-        }
-        Self.replace(pidFD, with: Data("\(getpid())\n".utf8))
-    }
-
-    func publish(_ state: RuntimeState) {
-        Self.replace(stateFD, with: state.encoded())
-    }
-
-    /// Empties both files (and removes them where the directory allows it) at a clean stop.
-    func remove() {
-        Self.replace(stateFD, with: Data())
-        Self.replace(pidFD, with: Data())
-        unlink(statePath)
-        unlink(pidPath)
-        close(stateFD)
-        close(pidFD)
-    }
-
-    private static func replace(_ fd: CInt, with data: Data) {
-        guard fd >= 0 else { return }
-        _ = ftruncate(fd, 0)
-        _ = data.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
     }
 }
 

@@ -10,35 +10,57 @@ import S7Sys
 /// that cannot keep retained data or create the PLC memory segment is told at once, with the
 /// fix, instead of the memory process failing and being restarted for ever.
 enum StartChecks {
-    /// The retained-data directory must be writable by the user the processes now run as, when
-    /// any region is retained. Created when missing (as root it was created and chowned before
-    /// the drop).
-    static func stateDirectory(_ path: String, layout: PLCMemory.MemoryLayout, user: String, logger: Logger) throws {
-        let retained = RetainStore.retained(layout)
-        guard !retained.isEmpty else { return }
-        var problem: String?
-        var isDirectory: ObjCBool = false
-        if !FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
-            do {
-                try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-            } catch {
-                let why = mkdir(path, 0o750) == 0 ? "" : ": " + String(cString: strerror(errno))
-                if why.isEmpty { rmdir(path) }
-                problem = "it does not exist and uid \(getuid()) cannot create it\(why)"
+    /// The runtime directory (the pid file's): as root only its leaf is ever created (owned by
+    /// the service user, 0755, as systemd's RuntimeDirectory= makes it); an existing one must
+    /// be a real directory owned by root or the service user and writable by no one else. It
+    /// is never chowned or chmodded. The /tmp fallback of a user without XDG_RUNTIME_DIR is
+    /// made 0700 and must be that user's own.
+    static func runtimeDirectory(_ path: String, service: (uid: uid_t, gid: gid_t), logger: Logger) throws -> String {
+        do {
+            if geteuid() == 0 {
+                _ = try PrivateDirectory.ensure(path, owner: service, mode: 0o755, trustedOwners: [0, service.uid])
+            } else if path == RuntimeFiles.temporaryRuntimeDirectory {
+                _ = try PrivateDirectory.ensure(path, owner: nil, mode: 0o700, trustedOwners: [getuid()])
+            } else {
+                _ = try PrivateDirectory.ensure(path, owner: nil, mode: 0o755, trustedOwners: [getuid(), 0])
             }
-        } else if !isDirectory.boolValue {
-            problem = "it is not a directory"
+        } catch {
+            printError("cannot use the runtime directory for the pid file and sockets: \(error)\nNothing was started.")
+            logger.error("cannot use the runtime directory: \(error)")
+            throw ExitCode(StartFailure.runtimeFiles.rawValue)
         }
-        if problem == nil, access(path, W_OK | X_OK) != 0 {
+        return path
+    }
+
+    /// The retained-data directory, when any region is retained: the memory process (the
+    /// service user) writes retain.bin there. As root only a missing leaf is created (0700,
+    /// owned by the service user); an existing directory is never chowned: it must already
+    /// belong to the service user and be writable by no one else.
+    static func stateDirectory(_ path: String, layout: PLCMemory.MemoryLayout, service: (uid: uid_t, gid: gid_t), user: String,
+                               logger: Logger) throws {
+        let retained = RetainStore.retained(layout)
+        var problem: String?
+        if geteuid() != 0, !FileManager.default.fileExists(atPath: path) {
+            // The user's own state tree (~/.local/state): its parents are created too.
+            try? FileManager.default.createDirectory(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path,
+                                                     withIntermediateDirectories: true)
+        }
+        if geteuid() != 0, FileManager.default.fileExists(atPath: path), access(path, W_OK | X_OK) != 0 {
             problem = "uid \(getuid()) may not write there (\(String(cString: strerror(errno))))"
+        } else {
+            do {
+                _ = try PrivateDirectory.ensure(path, owner: geteuid() == 0 ? service : nil, mode: 0o700, trustedOwners: [service.uid])
+            } catch {
+                problem = "\(error)"
+            }
         }
         guard let problem else { return }
         let names = retained.map(\.description).joined(separator: ", ")
-        let owner = geteuid() == getuid() ? (getpwuid(getuid()).map { String(cString: $0.pointee.pw_name) } ?? user) : user
+        let owner = geteuid() == 0 ? user : (getpwuid(getuid()).map { String(cString: $0.pointee.pw_name) } ?? user)
         let text = """
             cannot keep retained data in the state directory \(path): \(problem).
             \(names) \(retained.count == 1 ? "is" : "are") configured with "retain": true and would not survive a restart.
-            Fix: chown \(owner): \(path) (the packaged unit's StateDirectory= does this for /var/lib/s7commd), or pass --state-dir with a directory \(owner) may write.
+            Fix: chown \(owner): \(path) and chmod 0700 \(path) (the packaged unit's StateDirectory= does this for /var/lib/s7commd), or pass --state-dir with a directory \(owner) owns.
             Nothing was started.
             """
         printError(text)

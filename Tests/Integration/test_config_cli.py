@@ -439,7 +439,9 @@ def test_run_disabled_server_opens_no_listener(running):
     running.handles.remove(h)  # stopped here, not at teardown
     rc, problem = h.stop()
     assert problem is None and rc in ACCEPTED_EXIT_CODES, problem
-    assert not h.pid_path.exists()
+    # Removed where the (unprivileged) supervisor may; in a root-owned directory it is left
+    # empty, never handed over to the service user.
+    assert not h.pid_path.exists() or h.pid_path.read_text() == "", h.pid_path.read_text()
 
 
 def connect(h, rack=0, slot=1):

@@ -223,17 +223,22 @@ def test_control_socket_ends_a_peer_that_sends_anything_else(start_server):
     h = start_server()
     path = str(Path(h.log_path).parent / "control.sock")
     assert oct(os.stat(path).st_mode & 0o777) == "0o660"
-    for junk in (b"garbage", b'{"attach":{}}'):
+    # Garbage, the old JSON request, the memory socket's attach request (another peer's
+    # message), and a status request with a byte too many.
+    for junk in (b"garbage", b'{"statusRequest":{}}', b"\x40", b"\x30\x00"):
         with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
             s.settimeout(5)
             s.connect(path)
             s.send(junk)
             assert s.recv(100) == b""
+    expected = ["tag 0x67 is no message a control client sends", "tag 0x7b is no message a control client sends",
+                "tag 0x40 is no message a control client sends", "1 bytes follow the end of a status-request message"]
     deadline = time.monotonic() + 5
-    while "instead of a status request" not in h.log() and time.monotonic() < deadline:
+    while not all(e in h.log() for e in expected) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert "control socket: pid" in h.log() and "not one of the runtime's messages" in h.log(), h.log()
-    assert "sent attach instead of a status request" in h.log(), h.log()
+    for e in expected:
+        assert f"sent something outside the protocol ({e}); closed" in h.log(), h.log()
+    assert "control socket: pid" in h.log(), h.log()
     assert status_json(h)["state"] == "listening"
 
 
@@ -305,7 +310,7 @@ else:
     # The supervisor closes with the request unread, so the kernel may report the close as a
     # reset (on send or recv) rather than an end of file: both mean "closed without an answer".
     try:
-        s.send(b'{"statusRequest":{}}')
+        s.send(b"\x30")
         out["reply"] = s.recv(200000).decode("latin-1")
     except (ConnectionResetError, BrokenPipeError) as e:
         out["reply"] = ""
@@ -324,16 +329,16 @@ def test_control_socket_refuses_a_peer_outside_the_service_group(start_server):
     run_dir = Path(h.log_path).parent
     path = str(run_dir / "control.sock")
     assert oct(os.stat(path).st_mode & 0o777) == "0o660"
-    request = b'{"statusRequest":{}}'  # JSONEncoder's form of RuntimeMessage.statusRequest
+    request = b"\x30"  # ControlRequest.status (Sources/S7IPC/Messages.swift)
 
     # Control: root sending these bytes gets the status, so an empty answer below is a refusal.
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
         s.settimeout(5)
         s.connect(path)
         s.send(request)
-        answer = json.loads(s.recv(200000))
-    # (the worker may still be starting: "restarting" is a real answer too)
-    assert json.loads(answer["status"]["json"])["endpoint"] == f"codes7://127.0.0.1:{h.port}", answer
+        answer = s.recv(200000)
+    # ControlReply.status: its tag, then the report, which holds the endpoint as text.
+    assert answer[:1] == b"\x31" and f"codes7://127.0.0.1:{h.port}".encode() in answer, answer
 
     created = subprocess.run(["id", OUTSIDER], capture_output=True).returncode != 0
     if created:
@@ -371,8 +376,8 @@ def test_control_socket_refuses_a_peer_outside_the_service_group(start_server):
                                 capture_output=True, text=True, timeout=30)
         assert member.returncode == 0, member.stderr
         got = json.loads(member.stdout)
-        assert got.get("reply"), got
-        assert json.loads(json.loads(got["reply"])["status"]["json"])["state"] == "listening", got
+        assert got.get("reply", "")[:1] == "\x31", got
+        assert status_json(h)["state"] == "listening"
 
         # With the socket at 0660, `s7commd status` as the outsider says why it has no live data.
         # It falls back to the state file and exits 0 (not asserted: arguably it should fail).
@@ -381,7 +386,7 @@ def test_control_socket_refuses_a_peer_outside_the_service_group(start_server):
                            capture_output=True, text=True, timeout=30)
         said = r.stdout + r.stderr
         assert "the control socket did not answer" in said, said
-        assert f"cannot connect to {path}: Permission denied" in said, said
+        assert f"could not connect to {path} (connect): Permission denied" in said, said
         assert "only root, the service user and members of its group s7commd may use it" in said and "sudo adduser $USER s7commd" in said, said
     finally:
         if created:

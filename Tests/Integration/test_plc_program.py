@@ -113,7 +113,7 @@ def start(tmp_path, cfg):
     binary = server_binary()
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         pytest.fail(f"s7commd binary not found at {binary}: build it with `swift build --product s7commd` in {REPO}", pytrace=False)
-    tmp_path.chmod(0o777)
+    tmp_path.chmod(0o755)
     cfg_path = tmp_path / "plc.json"
     cfg_path.write_text(json.dumps(cfg))
     cfg_path.chmod(0o644)

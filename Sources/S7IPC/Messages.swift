@@ -1,0 +1,370 @@
+import PLCMemory
+
+// The four channels and what each side may say. Tags are fixed for the life of a protocol
+// version: supervisor→child 0x1x, child→supervisor 0x2x, local clients 0x3x/0x4x.
+
+/// What the worker starts serving with. Descriptors, in order: the listener (when `listening`),
+/// `metricsListeners` metrics sockets, the PLC memory segment.
+public struct WorkerStart: Equatable, Sendable {
+    public var settings: WorkerSettings
+    public var memory: MemoryDefinition
+    public var listening: Bool
+    public var metricsListeners: Int
+
+    public init(settings: WorkerSettings, memory: MemoryDefinition, listening: Bool, metricsListeners: Int) {
+        self.settings = settings
+        self.memory = memory
+        self.listening = listening
+        self.metricsListeners = metricsListeners
+    }
+}
+
+/// Supervisor → S7 worker.
+public enum SupervisorToWorker: IPCMessage {
+    case serve(WorkerStart)
+    /// Apply these live settings to connections opened from now on.
+    case reload(WorkerSettings)
+    /// How often each child was restarted, for the metrics.
+    case restarts(worker: Int, memory: Int)
+    case statusRequest(id: UInt32)
+    /// Close the clients and exit.
+    case stop
+
+    public static let sender = "supervisor"
+
+    public var kind: String {
+        switch self {
+        case .serve: "serve"
+        case .reload: "reload"
+        case .restarts: "restarts"
+        case .statusRequest: "status-request"
+        case .stop: "stop"
+        }
+    }
+
+    public var descriptorCount: Int {
+        guard case .serve(let s) = self else { return 0 }
+        return (s.listening ? 1 : 0) + s.metricsListeners + 1
+    }
+
+    /// The worker's table: `serve` (or `stop`) first, then anything but `serve`.
+    public func allowed(in phase: ChannelPhase) -> Bool {
+        switch (self, phase) {
+        case (.serve, .starting), (.stop, _): true
+        case (.serve, _), (_, .starting): false
+        default: true
+        }
+    }
+
+    public func encoded() -> [UInt8] {
+        switch self {
+        case .serve(let s):
+            var w = IPCWriter(tag: 0x10)
+            s.settings.write(&w)
+            s.memory.write(&w)
+            w.bool(s.listening)
+            w.count(s.metricsListeners)
+            return w.bytes
+        case .reload(let settings):
+            var w = IPCWriter(tag: 0x11)
+            settings.write(&w)
+            return w.bytes
+        case .restarts(let worker, let memory):
+            var w = IPCWriter(tag: 0x12)
+            w.count(worker)
+            w.count(memory)
+            return w.bytes
+        case .statusRequest(let id):
+            var w = IPCWriter(tag: 0x13)
+            w.u32(id)
+            return w.bytes
+        case .stop:
+            return IPCWriter(tag: 0x14).bytes
+        }
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws(IPCError) -> SupervisorToWorker {
+        guard let tag = bytes.first else { throw .truncated(field: "tag") }
+        let message: SupervisorToWorker
+        switch tag {
+        case 0x10:
+            var r = IPCReader(bytes, message: "serve")
+            let settings = try WorkerSettings.read(&r)
+            let memory = try MemoryDefinition.read(&r)
+            let listening = try r.bool("listening")
+            let metrics = try r.count("metrics listeners", 0...IPCLimits.metricsEndpoints)
+            try r.finish()
+            message = .serve(WorkerStart(settings: settings, memory: memory, listening: listening, metricsListeners: metrics))
+        case 0x11:
+            var r = IPCReader(bytes, message: "reload")
+            let settings = try WorkerSettings.read(&r)
+            try r.finish()
+            message = .reload(settings)
+        case 0x12:
+            var r = IPCReader(bytes, message: "restarts")
+            let worker = try r.count("worker restarts", 0...Int(UInt32.max))
+            let memory = try r.count("memory restarts", 0...Int(UInt32.max))
+            try r.finish()
+            message = .restarts(worker: worker, memory: memory)
+        case 0x13:
+            var r = IPCReader(bytes, message: "status-request")
+            let id = try r.u32("id")
+            try r.finish()
+            message = .statusRequest(id: id)
+        case 0x14:
+            try IPCReader(bytes, message: "stop").finish()
+            message = .stop
+        default:
+            throw .unknownTag(tag, peer: sender)
+        }
+        return message
+    }
+}
+
+/// S7 worker → supervisor.
+public enum WorkerToSupervisor: IPCMessage {
+    /// Serving (or idle when there is no listener): the answer to `serve`.
+    case serving
+    /// The answer to `reload`.
+    case reloaded
+    /// The answer to `statusRequest(id)`: the worker's snapshot (JSON), relayed unparsed.
+    case status(id: UInt32, snapshot: [UInt8])
+
+    public static let sender = "S7 worker"
+
+    public var kind: String {
+        switch self {
+        case .serving: "serving"
+        case .reloaded: "reloaded"
+        case .status: "status"
+        }
+    }
+
+    public var descriptorCount: Int { 0 }
+
+    /// The supervisor's table: `serving` once, while starting; then answers only.
+    public func allowed(in phase: ChannelPhase) -> Bool {
+        switch (self, phase) {
+        case (.serving, .starting): true
+        case (.serving, _), (_, .starting): false
+        default: true
+        }
+    }
+
+    public func encoded() -> [UInt8] {
+        switch self {
+        case .serving: return IPCWriter(tag: 0x20).bytes
+        case .reloaded: return IPCWriter(tag: 0x21).bytes
+        case .status(let id, let snapshot):
+            var w = IPCWriter(tag: 0x22)
+            w.u32(id)
+            w.data(snapshot)
+            return w.bytes
+        }
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws(IPCError) -> WorkerToSupervisor {
+        guard let tag = bytes.first else { throw .truncated(field: "tag") }
+        switch tag {
+        case 0x20:
+            try IPCReader(bytes, message: "serving").finish()
+            return .serving
+        case 0x21:
+            try IPCReader(bytes, message: "reloaded").finish()
+            return .reloaded
+        case 0x22:
+            var r = IPCReader(bytes, message: "status")
+            let id = try r.u32("id")
+            let snapshot = try r.data("snapshot", limit: IPCLimits.snapshot)
+            try r.finish()
+            return .status(id: id, snapshot: snapshot)
+        default:
+            throw .unknownTag(tag, peer: sender)
+        }
+    }
+}
+
+/// What the memory process starts with. Descriptors, in order: the segment to take over
+/// (when `reuse`), the listening socket for local clients (when `attachSocket`).
+public struct MemoryStart: Equatable, Sendable {
+    public var memory: MemoryDefinition
+    /// Where retain.bin lives; nil: nothing is retained.
+    public var stateDirectory: String?
+    public var reuse: Bool
+    public var attachSocket: Bool
+
+    public init(memory: MemoryDefinition, stateDirectory: String?, reuse: Bool, attachSocket: Bool) {
+        self.memory = memory
+        self.stateDirectory = stateDirectory
+        self.reuse = reuse
+        self.attachSocket = attachSocket
+    }
+}
+
+/// Supervisor → memory process.
+public enum SupervisorToMemory: IPCMessage {
+    case prepare(MemoryStart)
+    /// Save retained data and exit.
+    case stop
+
+    public static let sender = "supervisor"
+
+    public var kind: String { self == .stop ? "stop" : "prepare" }
+
+    public var descriptorCount: Int {
+        guard case .prepare(let s) = self else { return 0 }
+        return (s.reuse ? 1 : 0) + (s.attachSocket ? 1 : 0)
+    }
+
+    /// The memory process's table: `prepare` once, first; `stop` at any time.
+    public func allowed(in phase: ChannelPhase) -> Bool {
+        self == .stop || phase == .starting
+    }
+
+    public func encoded() -> [UInt8] {
+        guard case .prepare(let s) = self else { return IPCWriter(tag: 0x16).bytes }
+        var w = IPCWriter(tag: 0x15)
+        s.memory.write(&w)
+        w.optional(s.stateDirectory) { w, p in w.string(p) }
+        w.bool(s.reuse)
+        w.bool(s.attachSocket)
+        return w.bytes
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws(IPCError) -> SupervisorToMemory {
+        guard let tag = bytes.first else { throw .truncated(field: "tag") }
+        switch tag {
+        case 0x15:
+            var r = IPCReader(bytes, message: "prepare")
+            let memory = try MemoryDefinition.read(&r)
+            let directory = try r.optional("state directory") { (r: inout IPCReader) throws(IPCError) in
+                try r.string("state directory", limit: IPCLimits.path)
+            }
+            let reuse = try r.bool("reuse")
+            let socket = try r.bool("attach socket")
+            try r.finish()
+            return .prepare(MemoryStart(memory: memory, stateDirectory: directory, reuse: reuse, attachSocket: socket))
+        case 0x16:
+            try IPCReader(bytes, message: "stop").finish()
+            return .stop
+        default:
+            throw .unknownTag(tag, peer: sender)
+        }
+    }
+}
+
+/// Memory process → supervisor.
+public enum MemoryToSupervisor: IPCMessage {
+    /// The segment is laid out (and restored); it comes attached.
+    case ready(size: Int)
+
+    public static let sender = "memory process"
+    public var kind: String { "ready" }
+    public var descriptorCount: Int { 1 }
+
+    /// Once, while starting.
+    public func allowed(in phase: ChannelPhase) -> Bool { phase == .starting }
+
+    public func encoded() -> [UInt8] {
+        guard case .ready(let size) = self else { return [] }
+        var w = IPCWriter(tag: 0x25)
+        w.count(size)
+        return w.bytes
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws(IPCError) -> MemoryToSupervisor {
+        guard let tag = bytes.first else { throw .truncated(field: "tag") }
+        guard tag == 0x25 else { throw .unknownTag(tag, peer: sender) }
+        var r = IPCReader(bytes, message: "ready")
+        let size = try r.count("size", 1...Int(UInt32.max))
+        try r.finish()
+        return .ready(size: size)
+    }
+}
+
+/// `s7commd status` → supervisor, on control.sock: one request per connection.
+public enum ControlRequest: IPCMessage {
+    case status
+
+    public static let sender = "control client"
+    public var kind: String { "status-request" }
+    public var descriptorCount: Int { 0 }
+    public func allowed(in phase: ChannelPhase) -> Bool { phase == .starting }
+    public func encoded() -> [UInt8] { IPCWriter(tag: 0x30).bytes }
+
+    public static func decode(_ bytes: [UInt8]) throws(IPCError) -> ControlRequest {
+        guard let tag = bytes.first else { throw .truncated(field: "tag") }
+        guard tag == 0x30 else { throw .unknownTag(tag, peer: sender) }
+        try IPCReader(bytes, message: "status-request").finish()
+        return .status
+    }
+}
+
+/// Supervisor → `s7commd status`.
+public enum ControlReply: IPCMessage {
+    case status(SupervisorReport)
+
+    public static let sender = "supervisor"
+    public var kind: String { "status" }
+    public var descriptorCount: Int { 0 }
+
+    public func encoded() -> [UInt8] {
+        guard case .status(let report) = self else { return [] }
+        var w = IPCWriter(tag: 0x31)
+        report.write(&w)
+        return w.bytes
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws(IPCError) -> ControlReply {
+        guard let tag = bytes.first else { throw .truncated(field: "tag") }
+        guard tag == 0x31 else { throw .unknownTag(tag, peer: sender) }
+        var r = IPCReader(bytes, message: "status")
+        let report = try SupervisorReport.read(&r)
+        try r.finish()
+        return .status(report)
+    }
+}
+
+/// A PLC program or `s7commd mem` → memory process, on memory.sock: one request per connection.
+public enum MemoryClientRequest: IPCMessage {
+    case attach
+
+    public static let sender = "memory client"
+    public var kind: String { "attach" }
+    public var descriptorCount: Int { 0 }
+    public func allowed(in phase: ChannelPhase) -> Bool { phase == .starting }
+    public func encoded() -> [UInt8] { IPCWriter(tag: 0x40).bytes }
+
+    public static func decode(_ bytes: [UInt8]) throws(IPCError) -> MemoryClientRequest {
+        guard let tag = bytes.first else { throw .truncated(field: "tag") }
+        guard tag == 0x40 else { throw .unknownTag(tag, peer: sender) }
+        try IPCReader(bytes, message: "attach").finish()
+        return .attach
+    }
+}
+
+/// Memory process → its client: the layout (the definition it is computed from), with the
+/// segment attached.
+public enum MemoryClientReply: IPCMessage {
+    case attached(MemoryDefinition)
+
+    public static let sender = "memory process"
+    public var kind: String { "attached" }
+    public var descriptorCount: Int { 1 }
+
+    public func encoded() -> [UInt8] {
+        guard case .attached(let definition) = self else { return [] }
+        var w = IPCWriter(tag: 0x41)
+        definition.write(&w)
+        return w.bytes
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws(IPCError) -> MemoryClientReply {
+        guard let tag = bytes.first else { throw .truncated(field: "tag") }
+        guard tag == 0x41 else { throw .unknownTag(tag, peer: sender) }
+        var r = IPCReader(bytes, message: "attached")
+        let definition = try MemoryDefinition.read(&r)
+        try r.finish()
+        return .attached(definition)
+    }
+}

@@ -1,0 +1,343 @@
+import S7IPC
+import S7Sys
+
+/// The supervisor's decisions, with no I/O: events in, actions out. The event loop
+/// (``SupervisorLoop``) performs the actions and feeds back what happened; tests drive this
+/// struct directly with no process.
+public struct SupervisorCore: Sendable {
+    /// What the supervisor was started with.
+    public struct Plan: Sendable {
+        public var settings: WorkerSettings
+        public var memory: PLCMemoryDefinition
+        public var stateDirectory: String?
+        public var listening: Bool
+        public var metricsListeners: Int
+        public var attachSocket: Bool
+        public var metrics: [String]
+
+        public init(settings: WorkerSettings, memory: PLCMemoryDefinition, stateDirectory: String?, listening: Bool,
+                    metricsListeners: Int, attachSocket: Bool, metrics: [String]) {
+            self.settings = settings
+            self.memory = memory
+            self.stateDirectory = stateDirectory
+            self.listening = listening
+            self.metricsListeners = metricsListeners
+            self.attachSocket = attachSocket
+            self.metrics = metrics
+        }
+    }
+
+    /// A moment, on both clocks: deadlines use the monotonic one, reports the wall clock.
+    public struct Instant: Sendable, Equatable {
+        public var monotonicMs: Int64
+        public var wallMs: Int64
+        public init(monotonicMs: Int64, wallMs: Int64) {
+            self.monotonicMs = monotonicMs
+            self.wallMs = wallMs
+        }
+    }
+
+    public enum Event: Sendable {
+        case start
+        case spawned(ChildRole, pid: Int32)
+        case spawnFailed(ChildRole, String)
+        case fromWorker(pid: Int32, WorkerToSupervisor)
+        case fromMemory(pid: Int32, MemoryToSupervisor)
+        /// A child broke the protocol or failed its privilege check.
+        case misbehaved(ChildRole, pid: Int32, String)
+        /// A child's channel reached its end: it must exit now (or it is killed).
+        case channelClosed(ChildRole, pid: Int32)
+        case exited(pid: Int32, Spawn.Termination)
+        case stopRequested(String)
+        case reloadRequested
+        case configurationReloaded(WorkerSettings, line: String)
+        case statusRequested(client: Int)
+        /// Time passed: deadlines that are due fire.
+        case tick
+    }
+
+    public enum Level: Sendable, Equatable { case debug, info, notice, warning, error }
+
+    public enum Action: Sendable, Equatable {
+        case spawn(ChildRole)
+        case sendWorker(SupervisorToWorker)
+        case sendMemory(SupervisorToMemory)
+        /// SIGKILL, and close its channel: it is forgotten.
+        case kill(ChildRole, pid: Int32)
+        case readConfiguration
+        case reply(client: Int, SupervisorReport)
+        case log(Level, String)
+        case exit(Int32)
+    }
+
+    struct Child: Sendable {
+        var pid: Int32
+        var started: Instant
+        var phase: ChannelPhase
+        /// When a stopping child is SIGKILLed.
+        var killAt: Int64?
+    }
+
+    /// One child's place: running, or down with a restart due (nil: not before something else happens).
+    enum Slot: Sendable {
+        case up(Child)
+        case down(restartAt: Int64?)
+
+        var child: Child? { if case .up(let c) = self { c } else { nil } }
+    }
+
+    enum State: Sendable, Equatable {
+        case idle
+        case running
+        case stopping
+        case exited(Int32)
+    }
+
+    public static let initialBackoffMs: Int64 = 100
+    public static let maximumBackoffMs: Int64 = 5000
+    /// A child that ran this long starts again from the initial back-off.
+    public static let stableUptimeMs: Int64 = 30_000
+    public static let stopGraceMs: Int64 = 5000
+    public static let statusTimeoutMs: Int64 = 2000
+    /// A child whose channel closed has this long to exit (its exit status says why) before it is killed.
+    public static let closedGraceMs: Int64 = 1000
+
+    private(set) var state: State = .idle
+    private(set) var slots: [ChildRole: Slot] = [.worker: .down(restartAt: nil), .memory: .down(restartAt: nil)]
+    private var backoff: [ChildRole: Int64] = [.worker: initialBackoffMs, .memory: initialBackoffMs]
+    public private(set) var restarts: [ChildRole: Int] = [.worker: 0, .memory: 0]
+    /// The supervisor holds the segment (the memory process handed it over at least once).
+    public private(set) var hasSegment = false
+    private var plan: Plan
+    private let pid: Int32
+    private let startedAt: Instant
+    private var pendingStatus: [(id: UInt32, client: Int?, deadline: Int64)] = []
+    private var nextStatusID: UInt32 = 0
+    private var pendingReloadLines: [String] = []
+    /// Children killed and forgotten, not yet reaped.
+    private var forgotten: Set<Int32> = []
+
+    public init(plan: Plan, pid: Int32, now: Instant) {
+        self.plan = plan
+        self.pid = pid
+        startedAt = now
+    }
+
+    /// The earliest deadline, for the event loop's poll timeout.
+    public var nextDeadline: Int64? {
+        var all = pendingStatus.map(\.deadline)
+        for slot in slots.values {
+            switch slot {
+            case .up(let c): if let k = c.killAt { all.append(k) }
+            case .down(let at): if let at { all.append(at) }
+            }
+        }
+        return all.min()
+    }
+
+    public mutating func handle(_ event: Event, now: Instant) -> [Action] {
+        if case .exited = state { return [] }
+        var out: [Action] = []
+        switch event {
+        case .start:
+            state = .running
+            out.append(.spawn(.memory))
+        case .spawned(let role, let pid):
+            slots[role] = .up(Child(pid: pid, started: now, phase: .starting))
+            out.append(.log(.info, "started the \(role) (pid \(pid))"))
+            if role == .memory {
+                out.append(.sendMemory(.prepare(MemoryStart(memory: plan.memory, stateDirectory: plan.stateDirectory,
+                                                            reuse: hasSegment, attachSocket: plan.attachSocket))))
+            } else {
+                out.append(.sendWorker(.serve(WorkerStart(settings: plan.settings, memory: plan.memory,
+                                                          listening: plan.listening, metricsListeners: plan.metricsListeners))))
+            }
+            out += reportRestarts()
+        case .spawnFailed(let role, let why):
+            out += scheduleRestart(role, now, "could not be started: \(why)")
+        case .fromMemory(let pid, let message):
+            guard var child = current(.memory, pid) else { break }
+            guard message.allowed(in: child.phase) else {
+                out += kill(.memory, child, now, "sent a \(message.kind) message while \(child.phase)")
+                break
+            }
+            child.phase = .running
+            slots[.memory] = .up(child)
+            hasSegment = true
+            if slots[.worker]?.child == nil, state == .running { out.append(.spawn(.worker)) }
+        case .fromWorker(let pid, let message):
+            guard var child = current(.worker, pid) else { break }
+            guard message.allowed(in: child.phase) else {
+                out += kill(.worker, child, now, "sent a \(message.kind) message while \(child.phase)")
+                break
+            }
+            switch message {
+            case .serving:
+                child.phase = .running
+                slots[.worker] = .up(child)
+                out.append(.log(.info, "S7 worker (pid \(pid)) is serving"))
+            case .reloaded:
+                if !pendingReloadLines.isEmpty { out.append(.log(.notice, pendingReloadLines.removeFirst())) }
+            case .status(let id, let snapshot):
+                if let i = pendingStatus.firstIndex(where: { $0.id == id }) {
+                    if let client = pendingStatus[i].client { out.append(.reply(client: client, report(now, snapshot: snapshot, problem: nil))) }
+                    pendingStatus.remove(at: i)
+                }
+            }
+        case .misbehaved(let role, let pid, let why):
+            if let child = current(role, pid) { out += kill(role, child, now, why) }
+        case .channelClosed(let role, let pid):
+            if var child = current(role, pid), child.killAt == nil {
+                child.killAt = now.monotonicMs + Self.closedGraceMs
+                slots[role] = .up(child)
+            }
+        case .exited(let pid, let termination):
+            if forgotten.remove(pid) != nil {
+                out.append(.log(.debug, "reaped the forgotten child \(pid): \(termination)"))
+                break
+            }
+            guard let role = ChildRole.allCases.first(where: { slots[$0]?.child?.pid == pid }), let child = slots[role]?.child else { break }
+            out += childEnded(role, child, termination, now)
+        case .stopRequested(let why):
+            guard case .running = state else { break }
+            state = .stopping
+            out.append(.log(.info, "\(why), stopping the worker and the memory process"))
+            for role in ChildRole.allCases { if case .down = slots[role] { slots[role] = .down(restartAt: nil) } }
+            out += stopNext(now)
+        case .reloadRequested:
+            if case .running = state { out.append(.readConfiguration) }
+        case .configurationReloaded(let settings, let line):
+            plan.settings = settings
+            if slots[.worker]?.child?.phase == .running {
+                out.append(.sendWorker(.reload(settings)))
+                pendingReloadLines.append(line)
+            } else {
+                out.append(.log(.notice, line + " (the S7 worker is restarting; it starts with these settings)"))
+            }
+        case .statusRequested(let client):
+            if case .running = state, slots[.worker]?.child?.phase == .running {
+                nextStatusID &+= 1
+                pendingStatus.append((nextStatusID, client, now.monotonicMs + Self.statusTimeoutMs))
+                out.append(.sendWorker(.statusRequest(id: nextStatusID)))
+            } else {
+                let problem = if case .stopping = state { "s7commd is stopping" } else { "the S7 worker is not running (it is being restarted)" }
+                out.append(.reply(client: client, report(now, snapshot: nil, problem: problem)))
+            }
+        case .tick:
+            out += fireDeadlines(now)
+        }
+        if case .stopping = state, slots.values.allSatisfy({ $0.child == nil }) {
+            state = .exited(0)
+            out.append(.exit(0))
+        }
+        return out
+    }
+
+    private func current(_ role: ChildRole, _ pid: Int32) -> Child? {
+        guard let child = slots[role]?.child, child.pid == pid else { return nil }
+        return child
+    }
+
+    /// SIGKILL, forget, log why, restart with back-off (unless stopping).
+    private mutating func kill(_ role: ChildRole, _ child: Child, _ now: Instant, _ why: String) -> [Action] {
+        forgotten.insert(child.pid)
+        var out: [Action] = [.kill(role, pid: child.pid)] + answerPendingStatus(role, child, now)
+        if case .stopping = state {
+            slots[role] = .down(restartAt: nil)
+            out.append(.log(.error, "\(role) (pid \(child.pid)) \(why); killed it"))
+            return out + stopNext(now)
+        }
+        restarts[role, default: 0] += 1
+        return out + scheduleRestart(role, now, "(pid \(child.pid)) \(why); killed it (SIGKILL) and forgot it", uptime: now.monotonicMs - child.started.monotonicMs)
+    }
+
+    private mutating func childEnded(_ role: ChildRole, _ child: Child, _ termination: Spawn.Termination, _ now: Instant) -> [Action] {
+        let answers = answerPendingStatus(role, child, now)
+        if case .stopping = state {
+            slots[role] = .down(restartAt: nil)
+            return answers + [.log(.info, "\(role) (pid \(child.pid)) stopped: \(termination)")] + stopNext(now)
+        }
+        restarts[role, default: 0] += 1
+        let uptime = now.monotonicMs - child.started.monotonicMs
+        let kept = role == .worker ? " (the listening socket stays open; clients reconnect)" : " (the PLC memory segment is kept)"
+        return answers + scheduleRestart(role, now, "(pid \(child.pid)) \(termination) after \(seconds(uptime)) s\(kept)", uptime: uptime)
+    }
+
+    private mutating func scheduleRestart(_ role: ChildRole, _ now: Instant, _ what: String, uptime: Int64 = 0) -> [Action] {
+        if uptime > Self.stableUptimeMs { backoff[role] = Self.initialBackoffMs }
+        let delay = backoff[role] ?? Self.initialBackoffMs
+        backoff[role] = min(delay * 2, Self.maximumBackoffMs)
+        slots[role] = .down(restartAt: now.monotonicMs + delay)
+        return [.log(.error, "\(role) \(what); restarting it in \(seconds(delay)) s")]
+    }
+
+    /// Stopping: the worker first (it closes its clients), then the memory process (it saves).
+    private mutating func stopNext(_ now: Instant) -> [Action] {
+        for role in [ChildRole.worker, .memory] {
+            guard var child = slots[role]?.child else { continue }
+            if child.killAt != nil { return [] }
+            child.killAt = now.monotonicMs + Self.stopGraceMs
+            child.phase = .stopping
+            slots[role] = .up(child)
+            return [role == .worker ? .sendWorker(.stop) : .sendMemory(.stop)]
+        }
+        return []
+    }
+
+    private mutating func fireDeadlines(_ now: Instant) -> [Action] {
+        var out: [Action] = []
+        for role in ChildRole.allCases {
+            switch slots[role] {
+            case .down(let at?) where at <= now.monotonicMs:
+                slots[role] = .down(restartAt: nil)
+                if case .running = state, role == .memory || hasSegment { out.append(.spawn(role)) }
+            case .up(let child) where (child.killAt ?? .max) <= now.monotonicMs:
+                out += kill(role, child, now, child.phase == .stopping ? "did not stop within \(seconds(Self.stopGraceMs)) s"
+                                                : "closed its channel and did not exit")
+            default:
+                break
+            }
+        }
+        while let i = pendingStatus.firstIndex(where: { $0.deadline <= now.monotonicMs }) {
+            let entry = pendingStatus.remove(at: i)
+            let pid = slots[.worker]?.child.map { " (pid \($0.pid))" } ?? ""
+            if let client = entry.client {
+                out.append(.reply(client: client, report(now, snapshot: nil, problem: "the S7 worker\(pid) is not answering (no status within \(seconds(Self.statusTimeoutMs)) s)")))
+            }
+        }
+        return out
+    }
+
+    /// A worker that ends owes no answer: its pending status requests are answered now.
+    private mutating func answerPendingStatus(_ role: ChildRole, _ child: Child, _ now: Instant) -> [Action] {
+        guard role == .worker else { return [] }
+        defer { pendingStatus.removeAll() }
+        slots[.worker] = .down(restartAt: nil)
+        return pendingStatus.compactMap { entry in
+            entry.client.map { .reply(client: $0, report(now, snapshot: nil, problem: "the S7 worker (pid \(child.pid)) ended before it answered")) }
+        }
+    }
+
+    private func reportRestarts() -> [Action] {
+        guard plan.metricsListeners > 0, slots[.worker]?.child != nil else { return [] }
+        return [.sendWorker(.restarts(worker: restarts[.worker] ?? 0, memory: restarts[.memory] ?? 0))]
+    }
+
+    public func report(_ now: Instant, snapshot: [UInt8]?, problem: String?) -> SupervisorReport {
+        let allUp = slots.values.allSatisfy { $0.child != nil } && slots[.worker]?.child?.phase == .running
+        let state: SupervisorReport.State = if case .stopping = self.state { .stopping }
+            else if !plan.listening { .disabled } else if allUp { .listening } else { .restarting }
+        let children = [ChildRole.worker, .memory].map { role in
+            SupervisorReport.Child(role: role, pid: slots[role]?.child?.pid, startedAt: slots[role]?.child?.started.wallMs,
+                                   restarts: restarts[role] ?? 0)
+        }
+        return SupervisorReport(pid: pid, state: state, endpoint: plan.settings.endpoint, metrics: plan.metrics,
+                                startedAt: startedAt.wallMs, uptimeMs: now.monotonicMs - startedAt.monotonicMs,
+                                children: children, workerSnapshot: snapshot, workerProblem: problem)
+    }
+
+    private func seconds(_ ms: Int64) -> String {
+        let tenths = ms / 100
+        return "\(tenths / 10).\(tenths % 10)"
+    }
+}

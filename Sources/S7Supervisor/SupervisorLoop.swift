@@ -1,0 +1,331 @@
+import S7IPC
+import S7Sys
+import SystemPackage
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The supervisor's one event loop, on one thread: poll(2) over a signalfd, the children's
+/// channels and log pipes, and the control socket; each event goes through ``SupervisorCore``
+/// and the loop performs the actions it returns. No other thread, no async runtime.
+public final class SupervisorLoop {
+    public struct Setup {
+        /// The program each child runs (absolute): the s7commd binary, re-executed.
+        public var executables: [ChildRole: String]
+        /// Arguments after the role (`__worker` / `__memory`).
+        public var arguments: [ChildRole: [String]]
+        /// The children's whole environment (see ``childEnvironment(_:)``).
+        public var environment: [String: String]
+        public var listener: FileDescriptor?
+        public var metricsListeners: [FileDescriptor]
+        /// control.sock, bound before privileges were dropped.
+        public var controlListener: FileDescriptor?
+        /// memory.sock, handed to the memory process.
+        public var memoryListener: FileDescriptor?
+        /// Who may use control.sock besides root: this uid, or members of this gid.
+        public var serviceUID: uid_t
+        public var serviceGID: gid_t
+        public var log: (SupervisorCore.Level, String) -> Void
+        /// Writes one line a child logged (to the supervisor's standard error: the log).
+        public var relay: ([UInt8]) -> Void
+        /// Re-reads and validates the configuration on SIGHUP; nil keeps the running one (and has logged why).
+        public var reload: () -> (WorkerSettings, String)?
+
+        public init(executables: [ChildRole: String], arguments: [ChildRole: [String]], environment: [String: String], listener: FileDescriptor?,
+                    metricsListeners: [FileDescriptor], controlListener: FileDescriptor?, memoryListener: FileDescriptor?,
+                    serviceUID: uid_t, serviceGID: gid_t, log: @escaping (SupervisorCore.Level, String) -> Void,
+                    relay: @escaping ([UInt8]) -> Void, reload: @escaping () -> (WorkerSettings, String)?) {
+            self.executables = executables
+            self.arguments = arguments
+            self.environment = environment
+            self.listener = listener
+            self.metricsListeners = metricsListeners
+            self.controlListener = controlListener
+            self.memoryListener = memoryListener
+            self.serviceUID = serviceUID
+            self.serviceGID = serviceGID
+            self.log = log
+            self.relay = relay
+            self.reload = reload
+        }
+    }
+
+    /// The variables a child may inherit; every other one (systemd's LISTEN_*/NOTIFY_SOCKET,
+    /// the caller's shell environment) stays behind.
+    public static let inheritedVariables = ["TZ", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "LC_NUMERIC", "LC_TIME"]
+
+    /// The children's environment: the allow-listed variables of `environment`, and a fixed PATH.
+    public static func childEnvironment(_ environment: [String: String]) -> [String: String] {
+        var out = environment.filter { inheritedVariables.contains($0.key) }
+        out["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
+        return out
+    }
+
+    struct Channel {
+        var role: ChildRole
+        var pid: Int32
+        var socket: FileDescriptor
+        var verified = false
+    }
+
+    struct LogPipe {
+        var descriptor: FileDescriptor
+        var pending: [UInt8] = []
+    }
+
+    /// Longest line relayed from a child; the rest of a longer one is dropped.
+    static let maximumLine = 4096
+    /// A control client that has not sent its request by then is dropped.
+    static let clientTimeoutMs: Int64 = 5000
+
+    private let setup: Setup
+    private var core: SupervisorCore
+    private var channels: [ChildRole: Channel] = [:]
+    private var pipes: [LogPipe] = []
+    private var clients: [Int: (socket: FileDescriptor, deadline: Int64, asked: Bool, peer: String)] = [:]
+    private var nextClient = 0
+    private var segment: FileDescriptor?
+    private var exitStatus: Int32?
+
+    public init(setup: Setup, plan: SupervisorCore.Plan) {
+        self.setup = setup
+        core = SupervisorCore(plan: plan, pid: getpid(), now: Self.now())
+    }
+
+    static func now() -> SupervisorCore.Instant {
+        SupervisorCore.Instant(monotonicMs: Poll.monotonicMilliseconds(), wallMs: Poll.realtimeMilliseconds())
+    }
+
+    /// Supervises until a stop signal has stopped both children; returns the exit status.
+    public func run() throws -> Int32 {
+        signal(SIGPIPE, SIG_IGN)
+        let signals = try SignalDescriptor([SIGTERM, SIGINT, SIGHUP, SIGCHLD])
+        feed(.start)
+        while exitStatus == nil {
+            var watched: [(FileDescriptor, Poll.Events)] = [(signals.descriptor, .readable)]
+            let channelList = Array(channels.values)
+            watched += channelList.map { ($0.socket, .readable) }
+            let pipeList = pipes.map(\.descriptor)
+            watched += pipeList.map { ($0, .readable) }
+            if let control = setup.controlListener { watched.append((control, .readable)) }
+            let waiting = clients.filter { !$0.value.asked }.map(\.key).sorted()
+            watched += waiting.map { (clients[$0]!.socket, .readable) }
+
+            let deadlines = [core.nextDeadline].compactMap { $0 } + clients.values.filter { !$0.asked }.map(\.deadline)
+            let timeout = deadlines.min().map { Int(max(0, $0 - Poll.monotonicMilliseconds())) } ?? -1
+            let ready = try Poll.wait(watched, timeoutMilliseconds: timeout)
+
+            var index = 1
+            if !ready[0].isEmpty { handleSignals(signals) }
+            for channel in channelList {
+                if !ready[index].isEmpty { receive(channel) }
+                index += 1
+            }
+            // Handling an event may add or remove entries (a spawn, a kill): only what was
+            // polled is looked at, through the lists taken before the poll.
+            for pipe in pipeList {
+                if !ready[index].isEmpty { relay(pipe) }
+                index += 1
+            }
+            if let control = setup.controlListener {
+                if !ready[index].isEmpty { accept(control) }
+                index += 1
+            }
+            for id in waiting {
+                if !ready[index].isEmpty { request(id) }
+                index += 1
+            }
+            let now = Poll.monotonicMilliseconds()
+            for (id, client) in clients where !client.asked && client.deadline <= now {
+                setup.log(.warning, "control socket: \(client.peer) sent no status request within \(Self.clientTimeoutMs / 1000) s; closed")
+                drop(id)
+            }
+            feed(.tick)
+        }
+        for pipe in pipes { relay(pipe.descriptor) }
+        return exitStatus ?? 0
+    }
+
+    private func feed(_ event: SupervisorCore.Event) {
+        for action in core.handle(event, now: Self.now()) { perform(action) }
+    }
+
+    private func perform(_ action: SupervisorCore.Action) {
+        switch action {
+        case .spawn(let role): spawn(role)
+        case .sendWorker(let message):
+            var fds: [FileDescriptor] = []
+            if case .serve = message {
+                fds = (setup.listener.map { [$0] } ?? []) + setup.metricsListeners + (segment.map { [$0] } ?? [])
+            }
+            send(message, to: .worker, descriptors: fds)
+        case .sendMemory(let message):
+            var fds: [FileDescriptor] = []
+            if case .prepare(let start) = message {
+                if start.reuse, let segment { fds.append(segment) }
+                if start.attachSocket, let socket = setup.memoryListener { fds.append(socket) }
+            }
+            send(message, to: .memory, descriptors: fds)
+        case .kill(let role, let pid):
+            _ = Glibc.kill(pid, SIGKILL)
+            if let channel = channels[role], channel.pid == pid { close(role) }
+        case .readConfiguration:
+            if let (settings, line) = setup.reload() { feed(.configurationReloaded(settings, line: line)) }
+        case .reply(let client, let report):
+            if let socket = clients[client]?.socket {
+                do {
+                    try IPC.send(ControlReply.status(report), on: socket)
+                } catch {
+                    setup.log(.warning, "control socket: could not answer a status request: \(error)")
+                }
+                drop(client)
+            }
+        case .log(let level, let text): setup.log(level, text)
+        case .exit(let status): exitStatus = status
+        }
+    }
+
+    private func send<M: IPCMessage>(_ message: M, to role: ChildRole, descriptors: [FileDescriptor]) {
+        guard let channel = channels[role] else { return }
+        do {
+            try IPC.send(message, descriptors: descriptors, on: channel.socket)
+        } catch {
+            // The child is gone or going: its exit (or closed channel) is the event that counts.
+            setup.log(.debug, "could not send \(message.kind) to the \(role) (pid \(channel.pid)): \(error)")
+        }
+    }
+
+    private func spawn(_ role: ChildRole) {
+        do {
+            let pair = try UnixSocketPair.make()
+            let output = try UnixPipe.make()
+            let errors = try UnixPipe.make()
+            defer { for fd in [pair.second, output.write, errors.write] { try? fd.close() } }
+            let pid = try Spawn.run(executable: setup.executables[role] ?? "/proc/self/exe",
+                                    arguments: [role == .worker ? "__worker" : "__memory"] + (setup.arguments[role] ?? []),
+                                    environment: setup.environment, passing: [(pair.second, as: 3)],
+                                    standardInput: .devNull, standardOutput: output.write, standardError: errors.write,
+                                    newSession: true)
+            channels[role] = Channel(role: role, pid: pid, socket: pair.first)
+            for end in [output.read, errors.read] {
+                try end.setNonBlocking()
+                pipes.append(LogPipe(descriptor: end))
+            }
+            feed(.spawned(role, pid: pid))
+        } catch {
+            feed(.spawnFailed(role, "\(error)"))
+        }
+    }
+
+    private func close(_ role: ChildRole) {
+        guard let channel = channels.removeValue(forKey: role) else { return }
+        try? channel.socket.close()
+    }
+
+    private func handleSignals(_ signals: SignalDescriptor) {
+        for signo in (try? signals.read()) ?? [] {
+            switch signo {
+            case SIGHUP: feed(.reloadRequested)
+            case SIGCHLD:
+                while let (pid, termination) = try? Spawn.reapAny() { feed(.exited(pid: pid, termination)) }
+            default: feed(.stopRequested(signo == SIGINT ? "received SIGINT" : "received SIGTERM"))
+            }
+        }
+    }
+
+    private func receive(_ channel: Channel) {
+        let role = channel.role, pid = channel.pid
+        // Checked at its first message, when it has set no-new-privileges itself.
+        func verified() -> Bool {
+            if channel.verified { return true }
+            if let problem = Self.privilegeProblem(pid) {
+                close(role)
+                feed(.misbehaved(role, pid: pid, problem))
+                return false
+            }
+            channels[role]?.verified = true
+            return true
+        }
+        do {
+            switch role {
+            case .worker:
+                guard let (message, _) = try IPC.receive(WorkerToSupervisor.self, on: channel.socket, maxDescriptors: 1) else {
+                    close(role)
+                    return feed(.channelClosed(role, pid: pid))
+                }
+                if verified() { feed(.fromWorker(pid: pid, message)) }
+            case .memory:
+                guard let (message, fds) = try IPC.receive(MemoryToSupervisor.self, on: channel.socket, maxDescriptors: 1) else {
+                    close(role)
+                    return feed(.channelClosed(role, pid: pid))
+                }
+                guard verified() else { return fds.forEach { try? $0.close() } }
+                if segment == nil { segment = fds.first } else { fds.forEach { try? $0.close() } }
+                feed(.fromMemory(pid: pid, message))
+            }
+        } catch {
+            close(role)
+            feed(.misbehaved(role, pid: pid, "sent a message outside the protocol (\(error))"))
+        }
+    }
+
+    /// The child must run as the supervisor's user with no capability and no-new-privileges set.
+    static func privilegeProblem(_ pid: Int32) -> String? {
+        guard let status = try? ProcessStatus.read(pid: pid) else { return "cannot be checked (its /proc/\(pid)/status is unreadable)" }
+        guard status.uid.all(equal: getuid()), status.gid.all(equal: getgid()) else {
+            return "runs as uid \(status.uid), not \(getuid())"
+        }
+        guard status.permitted == 0, status.effective == 0, status.inheritable == 0, status.ambient == 0, status.noNewPrivileges else {
+            return "holds capabilities or lacks no-new-privileges"
+        }
+        return nil
+    }
+
+    /// Relays whole lines a child wrote; control bytes other than tab become '?'.
+    private func relay(_ descriptor: FileDescriptor) {
+        guard let i = pipes.firstIndex(where: { $0.descriptor == descriptor }) else { return }
+        guard let bytes = try? UnixPipe.readAvailable(descriptor, max: 65536) else {
+            if !pipes[i].pending.isEmpty { setup.relay(pipes[i].pending) }
+            try? descriptor.close()
+            pipes.remove(at: i)
+            return
+        }
+        for byte in bytes {
+            if byte == 0x0A {
+                setup.relay(pipes[i].pending)
+                pipes[i].pending.removeAll(keepingCapacity: true)
+            } else if pipes[i].pending.count < Self.maximumLine {
+                pipes[i].pending.append(byte < 0x20 && byte != 0x09 || byte == 0x7F ? 0x3F : byte)
+            }
+        }
+    }
+
+    private func accept(_ listener: FileDescriptor) {
+        guard let peer = try? LocalSocket.accept(listener) else { return }
+        guard let cred = try? UnixSocket.peerCredentials(of: peer),
+              LocalSocket.isTrusted(cred, serviceUID: setup.serviceUID, serviceGID: setup.serviceGID) else {
+            setup.log(.warning, "control socket: refused a peer that is neither root, the service user, nor in its group")
+            try? peer.close()
+            return
+        }
+        nextClient += 1
+        clients[nextClient] = (peer, Poll.monotonicMilliseconds() + Self.clientTimeoutMs, false, "pid \(cred.pid) (uid \(cred.uid))")
+    }
+
+    private func request(_ id: Int) {
+        guard let client = clients[id] else { return }
+        do {
+            guard try IPC.receive(ControlRequest.self, on: client.socket, maxDescriptors: 0) != nil else { return drop(id) }
+            clients[id]?.asked = true
+            feed(.statusRequested(client: id))
+        } catch {
+            setup.log(.warning, "control socket: \(client.peer) sent something outside the protocol (\(error)); closed")
+            drop(id)
+        }
+    }
+
+    private func drop(_ id: Int) {
+        if let client = clients.removeValue(forKey: id) { try? client.socket.close() }
+    }
+}
