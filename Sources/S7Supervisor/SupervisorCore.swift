@@ -111,7 +111,7 @@ public struct SupervisorCore: Sendable {
     private var plan: Plan
     private let pid: Int32
     private let startedAt: Instant
-    private var pendingStatus: [(id: UInt32, client: Int?, deadline: Int64)] = []
+    private var pendingStatus: [(id: UInt32, client: Int, deadline: Int64)] = []
     private var nextStatusID: UInt32 = 0
     private var pendingReloadLines: [String] = []
     /// Children killed and forgotten, not yet reaped.
@@ -180,8 +180,7 @@ public struct SupervisorCore: Sendable {
                 if !pendingReloadLines.isEmpty { out.append(.log(.notice, pendingReloadLines.removeFirst())) }
             case .status(let id, let snapshot):
                 if let i = pendingStatus.firstIndex(where: { $0.id == id }) {
-                    if let client = pendingStatus[i].client { out.append(.reply(client: client, report(now, snapshot: snapshot, problem: nil))) }
-                    pendingStatus.remove(at: i)
+                    out.append(.reply(client: pendingStatus.remove(at: i).client, report(now, snapshot: snapshot, problem: nil)))
                 }
             }
         case .misbehaved(let role, let pid, let why):
@@ -301,9 +300,7 @@ public struct SupervisorCore: Sendable {
         while let i = pendingStatus.firstIndex(where: { $0.deadline <= now.monotonicMs }) {
             let entry = pendingStatus.remove(at: i)
             let pid = slots[.worker]?.child.map { " (pid \($0.pid))" } ?? ""
-            if let client = entry.client {
-                out.append(.reply(client: client, report(now, snapshot: nil, problem: "the S7 worker\(pid) is not answering (no status within \(seconds(Self.statusTimeoutMs)) s)")))
-            }
+            out.append(.reply(client: entry.client, report(now, snapshot: nil, problem: "the S7 worker\(pid) is not answering (no status within \(seconds(Self.statusTimeoutMs)) s)")))
         }
         return out
     }
@@ -313,9 +310,7 @@ public struct SupervisorCore: Sendable {
         guard role == .worker else { return [] }
         defer { pendingStatus.removeAll() }
         slots[.worker] = .down(restartAt: nil)
-        return pendingStatus.compactMap { entry in
-            entry.client.map { .reply(client: $0, report(now, snapshot: nil, problem: "the S7 worker (pid \(child.pid)) ended before it answered")) }
-        }
+        return pendingStatus.map { .reply(client: $0.client, report(now, snapshot: nil, problem: "the S7 worker (pid \(child.pid)) ended before it answered")) }
     }
 
     private func reportRestarts() -> [Action] {

@@ -103,39 +103,17 @@ public final class SupervisorLoop {
         let signals = try SignalDescriptor([SIGTERM, SIGINT, SIGHUP, SIGCHLD])
         feed(.start)
         while exitStatus == nil {
-            var watched: [(FileDescriptor, Poll.Events)] = [(signals.descriptor, .readable)]
-            let channelList = Array(channels.values)
-            watched += channelList.map { ($0.socket, .readable) }
-            let pipeList = pipes.map(\.descriptor)
-            watched += pipeList.map { ($0, .readable) }
-            if let control = setup.controlListener { watched.append((control, .readable)) }
-            let waiting = clients.filter { !$0.value.asked }.map(\.key).sorted()
-            watched += waiting.map { (clients[$0]!.socket, .readable) }
-
+            // What to poll, each with what to do when it is readable. A handler may close or
+            // replace what a later one names: each checks that its descriptor is still current.
+            var watched: [(FileDescriptor, () -> Void)] = [(signals.descriptor, { self.handleSignals(signals) })]
+            watched += channels.values.map { channel in (channel.socket, { self.receive(channel) }) }
+            watched += pipes.map { pipe in (pipe.descriptor, { self.relay(pipe.descriptor) }) }
+            if let control = setup.controlListener { watched.append((control, { self.accept(control) })) }
+            watched += clients.filter { !$0.value.asked }.map { id, client in (client.socket, { self.request(id) }) }
             let deadlines = [core.nextDeadline].compactMap { $0 } + clients.values.filter { !$0.asked }.map(\.deadline)
             let timeout = deadlines.min().map { Int(max(0, $0 - Poll.monotonicMilliseconds())) } ?? -1
-            let ready = try Poll.wait(watched, timeoutMilliseconds: timeout)
-
-            var index = 1
-            if !ready[0].isEmpty { handleSignals(signals) }
-            for channel in channelList {
-                if !ready[index].isEmpty { receive(channel) }
-                index += 1
-            }
-            // Handling an event may add or remove entries (a spawn, a kill): only what was
-            // polled is looked at, through the lists taken before the poll.
-            for pipe in pipeList {
-                if !ready[index].isEmpty { relay(pipe) }
-                index += 1
-            }
-            if let control = setup.controlListener {
-                if !ready[index].isEmpty { accept(control) }
-                index += 1
-            }
-            for id in waiting {
-                if !ready[index].isEmpty { request(id) }
-                index += 1
-            }
+            let ready = try Poll.wait(watched.map { ($0.0, .readable) }, timeoutMilliseconds: timeout)
+            for (entry, events) in zip(watched, ready) where !events.isEmpty { entry.1() }
             let now = Poll.monotonicMilliseconds()
             for (id, client) in clients where !client.asked && client.deadline <= now {
                 setup.log(.warning, "control socket: \(client.peer) sent no status request within \(Self.clientTimeoutMs / 1000) s; closed")
@@ -236,10 +214,11 @@ public final class SupervisorLoop {
 
     private func receive(_ channel: Channel) {
         let role = channel.role, pid = channel.pid
+        guard channels[role]?.pid == pid else { return }
         // Checked at its first message, when it has set no-new-privileges itself.
         func verified() -> Bool {
             if channel.verified { return true }
-            if let problem = Self.privilegeProblem(pid) {
+            if let problem = ProcessStatus.privilegeProblem(pid: pid, uid: getuid(), gid: getgid()) {
                 close(role)
                 feed(.misbehaved(role, pid: pid, problem))
                 return false
@@ -268,18 +247,6 @@ public final class SupervisorLoop {
             close(role)
             feed(.misbehaved(role, pid: pid, "sent a message outside the protocol (\(error))"))
         }
-    }
-
-    /// The child must run as the supervisor's user with no capability and no-new-privileges set.
-    static func privilegeProblem(_ pid: Int32) -> String? {
-        guard let status = try? ProcessStatus.read(pid: pid) else { return "cannot be checked (its /proc/\(pid)/status is unreadable)" }
-        guard status.uid.all(equal: getuid()), status.gid.all(equal: getgid()) else {
-            return "runs as uid \(status.uid), not \(getuid())"
-        }
-        guard status.permitted == 0, status.effective == 0, status.inheritable == 0, status.ambient == 0, status.noNewPrivileges else {
-            return "holds capabilities or lacks no-new-privileges"
-        }
-        return nil
     }
 
     /// Relays whole lines a child wrote; control bytes other than tab become '?'.

@@ -43,6 +43,20 @@ public struct ProcessStatus: Equatable, Sendable {
         try read(path: "/proc/\(pid)/status")
     }
 
+    /// Why process `pid` is not an unprivileged child of this supervisor, or nil when it is: all
+    /// four uids `uid` and gids `gid`, no capability in any set but the bounding one, and
+    /// no-new-privileges set.
+    public static func privilegeProblem(pid: pid_t, uid: uid_t, gid: gid_t) -> String? {
+        guard let status = try? read(pid: pid) else { return "cannot be checked (its /proc/\(pid)/status is unreadable)" }
+        guard status.uid.all(equal: uid), status.gid.all(equal: gid) else {
+            return "runs as uid \(status.uid) gid \(status.gid), not \(uid) and \(gid)"
+        }
+        guard status.permitted == 0, status.effective == 0, status.inheritable == 0, status.ambient == 0, status.noNewPrivileges else {
+            return "holds capabilities or lacks no-new-privileges"
+        }
+        return nil
+    }
+
     /// Reads a status file such as /proc/self/status or /proc/self/task/TID/status.
     public static func read(path: String) throws -> ProcessStatus {
         let text = String(decoding: try readWholeFile(path), as: UTF8.self)

@@ -107,6 +107,23 @@ def check_runtime(h, expected_uid, bounding_empty=True):
                 continue
             assert int(st[key], 16) == 0, f"{role} {key} = {st[key]}"
         assert st["NoNewPrivs"] == "1", f"{role} NoNewPrivs = {st['NoNewPrivs']}"
+    # PR_SET_DUMPABLE 0 in all three: another process of the same user may not read their
+    # memory or environment (ptrace access mode), while it may read a dumpable one's.
+    user = pwd.getpwuid(expected_uid).pw_name
+    as_user = ["setpriv", f"--reuid={user}", f"--regid={pwd.getpwuid(expected_uid).pw_gid}", "--clear-groups"]
+    with subprocess.Popen([*as_user, "sleep", "30"]) as dumpable:
+        try:
+            deadline = time.monotonic() + 5
+            while status(dumpable.pid)["Uid"].split()[0] != str(expected_uid) and time.monotonic() < deadline:
+                time.sleep(0.02)  # until setpriv has become the user and exec'd sleep
+            for role, pid in [("control: a dumpable sleep", dumpable.pid), ("supervisor", h.process.pid), *kids.items()]:
+                r = subprocess.run([*as_user, "head", "-c", "1", f"/proc/{pid}/environ"], capture_output=True, text=True, timeout=10)
+                if role.startswith("control"):
+                    assert r.returncode == 0, f"{role}: {r.stderr}"
+                else:
+                    assert r.returncode != 0 and "Permission denied" in r.stderr, f"{role} (pid {pid}) is dumpable: {r}"
+        finally:
+            dumpable.kill()
     listener = listening_inode(h.port)
     assert listener is not None, "no listening socket"
     # The kernel queues connections on the supervisor's socket before the worker serves, so
