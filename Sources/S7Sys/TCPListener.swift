@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CS7Sys
 import SystemPackage
 
 /// Why a TCP listening socket could not be opened, with what the operator can do about it.
