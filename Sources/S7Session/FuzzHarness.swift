@@ -44,9 +44,10 @@ public enum FuzzHarness {
     static func checkFrames(_ out: [UInt8]) {
         var i = 0
         while i < out.count {
-            precondition(out.count - i >= 4 && out[i] == 3, "response is not a TPKT frame")
-            let length = Int(out[i + 2]) << 8 | Int(out[i + 3])
-            precondition(length >= 7 && length <= S7Limits.maximumFrameLength && i + length <= out.count, "bad response frame length")
+            guard case .frame(let length)? = try? TPKT.peek(out[i...]) else {
+                preconditionFailure("response is not a TPKT frame of \(S7Limits.minimumFrameLength)...\(S7Limits.maximumFrameLength) bytes")
+            }
+            precondition(i + length <= out.count, "response frame longer than the output")
             i += length
         }
     }

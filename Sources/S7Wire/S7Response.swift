@@ -8,15 +8,10 @@
 // MARK: - COTP
 
 extension COTPPDU {
-    /// Decodes a whole TPKT frame (header included) into its TPDU.
+    /// Decodes a whole TPKT frame (header included) into its TPDU. A client takes any frame
+    /// length the header can declare (``TPKT/largestFrameLength``), not only what s7commd sends.
     public static func decodeFrame(_ frame: ArraySlice<UInt8>) throws(S7WireError) -> COTPPDU {
-        var r = ByteReader(frame)
-        let version = try r.u8("TPKT version")
-        guard version == S7Limits.tpktVersion else { throw .badTPKTVersion(version) }
-        try r.skip(1, "TPKT reserved byte")
-        let length = Int(try r.u16("TPKT length"))
-        guard length >= S7Limits.minimumFrameLength, length == frame.count else { throw .badTPKTLength(length) }
-        return try COTPPDU.decode(r.rest())
+        try COTPPDU.decode(TPKT.tpdu(ofFrame: frame, maximumFrameLength: TPKT.largestFrameLength))
     }
 }
 

@@ -373,17 +373,24 @@ struct ProbeClient {
     /// Reads one TPKT frame (header included).
     private mutating func receiveFrame(stage: String, deadline: Double? = nil) throws -> [UInt8] {
         let deadline = deadline ?? Self.now() + timeout
-        let head = try receive(4, deadline: deadline, stage: stage)
-        guard head[0] == S7Limits.tpktVersion else {
+        let head = try receive(S7Limits.tpktHeaderLength, deadline: deadline, stage: stage)
+        let length: Int
+        do throws(S7WireError) {
+            guard case .frame(let l) = try TPKT.peek(head[...], maximumFrameLength: TPKT.largestFrameLength) else {
+                preconditionFailure("a whole TPKT header was read")
+            }
+            length = l
+        } catch .badTPKTVersion {
             closedBecause = "the server sent something other than ISO-on-TCP"
             throw notS7(stage, String(format: "its answer starts with 0x%02X 0x%02X, not a TPKT header (0x03 0x00)", head[0], head[1]))
-        }
-        let length = Int(head[2]) << 8 | Int(head[3])
-        guard length >= S7Limits.minimumFrameLength else {
+        } catch .badTPKTLength(let n) {
             closedBecause = "the server sent a malformed frame"
-            throw notS7(stage, "TPKT length \(length) is too short for a COTP TPDU")
+            throw notS7(stage, "TPKT length \(n) is too short for a COTP TPDU")
+        } catch {
+            closedBecause = "the server sent a malformed frame"
+            throw notS7(stage, error.description)
         }
-        return head + (try receive(length - 4, deadline: deadline, stage: stage))
+        return head + (try receive(length - S7Limits.tpktHeaderLength, deadline: deadline, stage: stage))
     }
 
     /// Reads COTP data TPDUs up to the one marked end-of-transmission; returns the S7 PDU.
