@@ -99,6 +99,16 @@ public struct S7VarSpec: Equatable, Sendable {
     }
 }
 
+/// Which way the bytes being decoded travel. The decoders are shared by the server (which
+/// reads requests) and `s7commd probe` (which reads answers); where the two differ, this says
+/// which rules apply.
+public enum S7Direction: Sendable {
+    /// From a client to the CPU: Write Var data, userdata requests.
+    case request
+    /// From the CPU to a client: Read Var answers, userdata answers.
+    case response
+}
+
 /// A data item of a Write Var request or a Read Var response.
 public struct S7DataItem: Equatable, Sendable {
     public var returnCode: UInt8
@@ -114,15 +124,35 @@ public struct S7DataItem: Equatable, Sendable {
         self.data = data
     }
 
-    /// Decodes one item; `isLast` tells whether a fill byte may follow an odd length.
-    static func decode(_ r: inout ByteReader, isLast: Bool) throws(S7WireError) -> S7DataItem {
-        let rc = try r.u8("data item return code")
-        let ts = try r.u8("data item transport size")
-        let length = try r.u16("data item length")
-        let count = (S7DataTransportSize(rawValue: ts) ?? .octetString).byteCount(length: Int(length))
-        let data = try r.take(count, "data item")
-        if !isLast, count % 2 == 1, r.remaining > 0 { try r.skip(1, "fill byte") }
-        return S7DataItem(returnCode: rc, transportSize: ts, length: length, data: data)
+    /// Decodes the `count` data items that fill `data`: Write Var data (`.request`) or a Read
+    /// Var answer (`.response`).
+    ///
+    /// Each item is a return code, a transport size, a length (bits or bytes, as the transport
+    /// size says) and its bytes, with a fill byte after an odd-length item that is not the last.
+    /// In an answer, an item whose return code is not success carries no data whatever its
+    /// length field says (snap7 writes 4). One fill byte after an odd last item is tolerated
+    /// (some clients pad every item, and snap7's client accepts it in answers); anything more
+    /// after the last item is malformed.
+    public static func decodeList(_ data: ArraySlice<UInt8>, count: Int,
+                                  direction: S7Direction) throws(S7WireError) -> [S7DataItem] {
+        var r = ByteReader(data)
+        var items: [S7DataItem] = []
+        items.reserveCapacity(count)
+        for i in 0..<count {
+            let rc = try r.u8("data item return code")
+            let ts = try r.u8("data item transport size")
+            let length = try r.u16("data item length")
+            let carriesData = direction == .request || rc == S7ReturnCode.success.rawValue
+            let byteCount = carriesData ? (S7DataTransportSize(rawValue: ts) ?? .octetString).byteCount(length: Int(length)) : 0
+            items.append(S7DataItem(returnCode: rc, transportSize: ts, length: length, data: try r.take(byteCount, "data item")))
+            if i < count - 1, byteCount % 2 == 1 { try r.skip(1, "fill byte") }
+        }
+        let lastIsOdd = items.last.map { $0.data.count % 2 == 1 } ?? false
+        guard r.remaining == 0 || (lastIsOdd && r.remaining == 1) else {
+            let what = direction == .request ? "Write Var" : "Read Var answer"
+            throw .malformed("\(what) carries \(r.remaining) bytes after its \(count) data items")
+        }
+        return items
     }
 }
 
@@ -152,7 +182,10 @@ public struct S7UserDataParameters: Equatable, Sendable {
         self.errorCode = errorCode
     }
 
-    static func decode(_ bytes: ArraySlice<UInt8>) throws(S7WireError) -> S7UserDataParameters {
+    /// Decodes the parameter block `00 01 12 LL` + method, type and group, subfunction,
+    /// sequence number (LL = 4) and data unit reference, last data unit, error code (LL = 8).
+    /// A request may have either length; an answer always has the 8-byte form.
+    static func decode(_ bytes: ArraySlice<UInt8>, direction: S7Direction) throws(S7WireError) -> S7UserDataParameters {
         var r = ByteReader(bytes)
         let head = try r.take(3, "userdata parameter head")
         guard head.elementsEqual([0x00, 0x01, 0x12]) else {
@@ -161,6 +194,9 @@ public struct S7UserDataParameters: Equatable, Sendable {
         let length = Int(try r.u8("userdata parameter length"))
         guard (length == 4 || length == 8), r.remaining == length else {
             throw .malformed("userdata parameter length \(length) does not match its \(r.remaining) bytes")
+        }
+        guard direction == .request || length == 8 else {
+            throw .malformed("userdata answer parameter is 8 bytes; an answer has 12 (with error code)")
         }
         let method = try r.u8("userdata method")
         let tg = try r.u8("userdata type and group")
@@ -187,6 +223,45 @@ public struct S7UserDataParameters: Equatable, Sendable {
     }
 }
 
+/// The body of a userdata PDU, either way: the parameter block and the one data item (return
+/// code, transport size, payload) behind it.
+public struct S7UserData: Equatable, Sendable {
+    public var parameters: S7UserDataParameters
+    public var returnCode: UInt8
+    public var transportSize: UInt8
+    public var payload: ArraySlice<UInt8>
+
+    public init(parameters: S7UserDataParameters, returnCode: UInt8, transportSize: UInt8, payload: ArraySlice<UInt8>) {
+        self.parameters = parameters
+        self.returnCode = returnCode
+        self.transportSize = transportSize
+        self.payload = payload
+    }
+
+    /// The error code in the parameters, nil when it is absent or 0.
+    public var errorCode: UInt16? {
+        guard let e = parameters.errorCode, e != 0 else { return nil }
+        return e
+    }
+
+    /// True when more data units follow (last data unit byte 0x01).
+    public var moreFollows: Bool { (parameters.lastDataUnit ?? 0) != 0 }
+
+    /// Decodes a userdata PDU's parameter block and data (`RC TS LL LL` and LL bytes).
+    public static func decode(parameters: ArraySlice<UInt8>, data: ArraySlice<UInt8>,
+                              direction: S7Direction) throws(S7WireError) -> S7UserData {
+        let p = try S7UserDataParameters.decode(parameters, direction: direction)
+        var r = ByteReader(data)
+        let rc = try r.u8("userdata return code")
+        let ts = try r.u8("userdata transport size")
+        let length = Int(try r.u16("userdata data length"))
+        guard r.remaining == length else {
+            throw .malformed("userdata data length \(length) does not match its \(r.remaining) bytes")
+        }
+        return S7UserData(parameters: p, returnCode: rc, transportSize: ts, payload: r.rest())
+    }
+}
+
 /// A request a client sends to a CPU, decoded.
 public enum S7Request: Equatable, Sendable {
     case setupCommunication(maxAmQCalling: UInt16, maxAmQCalled: UInt16, pduSize: UInt16)
@@ -209,7 +284,14 @@ public struct S7RequestPDU: Equatable, Sendable {
     /// Checks in the order Wireshark's dissector reads: header, function, item syntax, count.
     /// Ranges, areas and memory are the session's to check.
     public static func decode(_ bytes: ArraySlice<UInt8>) throws(S7WireError) -> S7RequestPDU {
-        let header = try S7Header.decode(bytes)
+        try decode(bytes, header: S7Header.decode(bytes))
+    }
+
+    /// Decodes the PDU `bytes` whose header, already decoded from them, is `header` (the session
+    /// keeps the header to answer a request whose parameters are malformed).
+    public static func decode(_ bytes: ArraySlice<UInt8>, header: S7Header) throws(S7WireError) -> S7RequestPDU {
+        let declared = header.length + header.parameterLength + header.dataLength
+        guard declared == bytes.count else { throw .lengthMismatch(declared: declared, actual: bytes.count) }
         let paramStart = bytes.startIndex + header.length
         let params = bytes[paramStart..<paramStart + header.parameterLength]
         let data = bytes[(paramStart + header.parameterLength)...]
@@ -217,15 +299,9 @@ public struct S7RequestPDU: Equatable, Sendable {
         case S7ROSCTR.job.rawValue:
             return S7RequestPDU(header: header, request: try decodeJob(params, data))
         case S7ROSCTR.userData.rawValue:
-            let p = try S7UserDataParameters.decode(params)
-            var r = ByteReader(data)
-            let rc = try r.u8("userdata return code")
-            let ts = try r.u8("userdata transport size")
-            let length = Int(try r.u16("userdata data length"))
-            guard r.remaining == length else {
-                throw .malformed("userdata data length \(length) does not match its \(r.remaining) bytes")
-            }
-            return S7RequestPDU(header: header, request: .userData(p, returnCode: rc, transportSize: ts, payload: r.rest()))
+            let u = try S7UserData.decode(parameters: params, data: data, direction: .request)
+            return S7RequestPDU(header: header, request: .userData(
+                u.parameters, returnCode: u.returnCode, transportSize: u.transportSize, payload: u.payload))
         default:
             throw .unknownROSCTR(header.rosctr)
         }
@@ -253,15 +329,7 @@ public struct S7RequestPDU: Equatable, Sendable {
                 guard data.isEmpty else { throw .malformed("Read Var carries \(data.count) data bytes") }
                 return .readVar(specs)
             }
-            var d = ByteReader(data)
-            var items: [S7DataItem] = []
-            items.reserveCapacity(count)
-            for i in 0..<count { items.append(try S7DataItem.decode(&d, isLast: i == count - 1)) }
-            // Some clients pad the last odd-length item too; one fill byte there is tolerated.
-            let lastIsOdd = items.last.map { $0.data.count % 2 == 1 } ?? false
-            guard d.remaining == 0 || (lastIsOdd && d.remaining == 1) else {
-                throw .malformed("Write Var carries \(d.remaining) bytes after its \(count) data items")
-            }
+            let items = try S7DataItem.decodeList(data, count: count, direction: .request)
             return .writeVar(specs, items)
         default:
             return .otherJob(function: function, parameters: params)

@@ -125,74 +125,28 @@ public struct S7ReadVarAnswer: Equatable, Sendable {
         }
         let count = Int(try p.u8("item count"))
         guard p.remaining == 0 else { throw .malformed("Read Var answer parameter is \(parameters.count) bytes, expected 2") }
-        var r = ByteReader(data)
-        var items: [S7DataItem] = []
-        items.reserveCapacity(count)
-        for i in 0..<count {
-            let rc = try r.u8("data item return code")
-            let ts = try r.u8("data item transport size")
-            let length = try r.u16("data item length")
-            // A failed item carries no data whatever its length field says (snap7 writes 4).
-            let byteCount = rc == S7ReturnCode.success.rawValue
-                ? (S7DataTransportSize(rawValue: ts) ?? .octetString).byteCount(length: Int(length)) : 0
-            let bytes = try r.take(byteCount, "data item")
-            items.append(S7DataItem(returnCode: rc, transportSize: ts, length: length, data: bytes))
-            if i < count - 1, byteCount % 2 == 1 { try r.skip(1, "fill byte") }
-        }
-        // One fill byte after an odd last item is tolerated, as snap7's client does.
-        let lastIsOdd = items.last.map { $0.data.count % 2 == 1 } ?? false
-        guard r.remaining == 0 || (lastIsOdd && r.remaining == 1) else {
-            throw .malformed("Read Var answer carries \(r.remaining) bytes after its \(count) data items")
-        }
+        let items = try S7DataItem.decodeList(data, count: count, direction: .response)
         return S7ReadVarAnswer(items: items)
     }
 }
 
 /// A userdata answer: parameters (sequence number, data unit reference, last data unit,
-/// error code) and the data item (return code, transport size, payload).
-public struct S7UserDataAnswer: Equatable, Sendable {
-    public var parameters: S7UserDataParameters
-    public var returnCode: UInt8
-    public var transportSize: UInt8
-    public var payload: ArraySlice<UInt8>
+/// error code) and the data item (return code, transport size, payload). The same decoder as
+/// the server's for requests (``S7UserData``), with the rules for an answer.
+public typealias S7UserDataAnswer = S7UserData
 
-    public init(parameters: S7UserDataParameters, returnCode: UInt8, transportSize: UInt8, payload: ArraySlice<UInt8>) {
-        self.parameters = parameters
-        self.returnCode = returnCode
-        self.transportSize = transportSize
-        self.payload = payload
+extension S7UserData {
+    /// Decodes a userdata answer's parameter block (the 12-byte form) and data.
+    public static func decode(parameters: ArraySlice<UInt8>, data: ArraySlice<UInt8>) throws(S7WireError) -> S7UserData {
+        try decode(parameters: parameters, data: data, direction: .response)
     }
 
-    /// The error code in the parameters, nil when it is absent or 0.
-    public var errorCode: UInt16? {
-        guard let e = parameters.errorCode, e != 0 else { return nil }
-        return e
-    }
-
-    /// True when more data units follow (last data unit byte 0x01).
-    public var moreFollows: Bool { (parameters.lastDataUnit ?? 0) != 0 }
-
-    public static func decode(parameters: ArraySlice<UInt8>, data: ArraySlice<UInt8>) throws(S7WireError) -> S7UserDataAnswer {
-        let p = try S7UserDataParameters.decode(parameters)
-        guard p.dataUnitReference != nil else {
-            throw .malformed("userdata answer parameter is 8 bytes; an answer has 12 (with error code)")
-        }
-        var r = ByteReader(data)
-        let rc = try r.u8("userdata return code")
-        let ts = try r.u8("userdata transport size")
-        let length = Int(try r.u16("userdata data length"))
-        guard r.remaining == length else {
-            throw .malformed("userdata data length \(length) does not match its \(r.remaining) bytes")
-        }
-        return S7UserDataAnswer(parameters: p, returnCode: rc, transportSize: ts, payload: r.rest())
-    }
-
-    /// Decodes a whole userdata PDU.
-    public static func decode(pdu: S7ResponsePDU) throws(S7WireError) -> S7UserDataAnswer {
+    /// Decodes a whole userdata answer PDU.
+    public static func decode(pdu: S7ResponsePDU) throws(S7WireError) -> S7UserData {
         guard pdu.header.rosctr == S7ROSCTR.userData.rawValue else {
             throw .malformed("expected a userdata answer, got ROSCTR 0x\(hex(pdu.header.rosctr))")
         }
-        return try decode(parameters: pdu.parameters, data: pdu.data)
+        return try decode(parameters: pdu.parameters, data: pdu.data, direction: .response)
     }
 }
 
