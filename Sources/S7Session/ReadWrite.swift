@@ -69,29 +69,33 @@ extension S7Session {
         return .success(item)
     }
 
+    /// Answers Read Var, resolving each item once: its answer is written while the running
+    /// answer size fits the agreed PDU; when the whole answer does not fit, what was written
+    /// (and logged) is taken back and the request answered with the PDU size error instead.
     mutating func readVar(_ ref: UInt16, _ specs: [S7VarSpec], _ agreed: Int, _ out: inout [UInt8]) {
-        // First pass: resolve every item and check that the whole answer fits the agreed PDU.
+        let frameStart = out.count
+        let eventsBefore = events.count
         var size = S7Limits.longHeaderLength + 2
-        for (i, spec) in specs.enumerated() {
-            if case .success(let item) = resolve(spec, writing: false) {
-                size += 4 + item.byteCount + (item.byteCount % 2 == 1 && i < specs.count - 1 ? 1 : 0)
-            } else {
-                size += 4
-            }
-        }
-        guard size <= agreed else {
-            events.append(.exceededPDU(what: "Read Var answer", size: size, agreed: agreed))
-            writeJobError(ref, function: S7Function.readVar.rawValue, error: .incorrectPDUSize, &out)
-            return
-        }
         var f = S7FrameBuilder(&out, rosctr: .ackData, pduReference: ref, error: S7HeaderError(errorClass: 0, code: 0))
         out.append(S7Function.readVar.rawValue)
         out.append(UInt8(specs.count))
         f.beginData(&out)
         for (i, spec) in specs.enumerated() {
+            let resolved = resolve(spec, writing: false)
+            let fill: Bool
+            switch resolved {
+            case .failure:
+                size += 4
+                fill = false
+            case .success(let item):
+                fill = item.byteCount % 2 == 1 && i < specs.count - 1
+                size += 4 + item.byteCount + (fill ? 1 : 0)
+            }
+            // Past the agreed PDU only the size is counted, for the event.
+            guard size <= agreed else { continue }
             let itemStart = out.count
             var code = S7ReturnCode.success
-            switch resolve(spec, writing: false) {
+            switch resolved {
             case .failure(let c):
                 code = c
             case .success(let item):
@@ -105,7 +109,7 @@ extension S7Session {
                     } else {
                         try memory.read(item.area, db: item.db, offset: item.offset, count: item.byteCount, into: &out)
                     }
-                    if item.byteCount % 2 == 1 && i < specs.count - 1 { out.append(0) }
+                    if fill { out.append(0) }
                 } catch {
                     out.removeSubrange(itemStart...)
                     code = S7ReturnCode(error)
@@ -115,6 +119,13 @@ extension S7Session {
             if code != .success {
                 out.append(contentsOf: [code.rawValue, 0, 0, 0])
             }
+        }
+        guard size <= agreed else {
+            out.removeSubrange(frameStart...)
+            events.removeSubrange(eventsBefore...)
+            events.append(.exceededPDU(what: "Read Var answer", size: size, agreed: agreed))
+            writeJobError(ref, function: S7Function.readVar.rawValue, error: .incorrectPDUSize, &out)
+            return
         }
         f.finish(&out)
     }

@@ -33,6 +33,7 @@ public enum SessionEvent: Equatable, Sendable {
 /// Pure: bytes in, response bytes and an outcome out. No sockets, clocks or globals; the
 /// clock comes in through ``SessionConfiguration/clock``.
 public struct S7Session {
+    /// Where the connection is, without what each phase holds (see ``State``).
     public enum Phase: Equatable, Sendable {
         case awaitingConnectionRequest
         case awaitingSetup
@@ -40,16 +41,50 @@ public struct S7Session {
         case closed
     }
 
-    public private(set) var phase: Phase = .awaitingConnectionRequest
+    /// What a COTP connection holds, from the connection confirm on.
+    struct Transport {
+        /// The client's connection request.
+        let request: COTPConnectionParameters
+        /// The TPDU size agreed in the connection confirm.
+        let tpduSize: Int
+        /// COTP segments of a PDU still being reassembled.
+        var segments: [UInt8] = []
+    }
+
+    /// What exists once Setup Communication is done.
+    struct Established {
+        var transport: Transport
+        var agreedPDUSize: Int
+        /// Parallel jobs granted (Max AmQ calling: what the client may have in flight).
+        var grantedAmQ: Int
+        var userData = UserDataExchange()
+    }
+
+    /// The session's state; each phase carries what exists only in it.
+    enum State {
+        case awaitingConnectionRequest
+        case awaitingSetup(Transport)
+        case established(Established)
+        case closed(CloseReason)
+        /// Only while a method changes the payload it took out, so that the payload is not
+        /// shared (and its buffers not copied on write) during the change.
+        case modifying
+    }
+
+    private var state: State = .awaitingConnectionRequest
+
+    public var phase: Phase {
+        switch state {
+        case .awaitingConnectionRequest: return .awaitingConnectionRequest
+        case .awaitingSetup: return .awaitingSetup
+        case .established: return .ready
+        case .closed: return .closed
+        case .modifying: preconditionFailure("the session state is read while it is being changed")
+        }
+    }
+
     /// S7 requests answered after Setup Communication (with data or with an error), for status.
     public private(set) var requestsAnswered = 0
-    /// The agreed PDU size, once Setup Communication is done.
-    public private(set) var agreedPDUSize: Int?
-    /// The client's connection request, once connected.
-    public private(set) var connection: COTPConnectionParameters?
-    /// Parallel jobs granted in Setup Communication (Max AmQ calling: what the client may have
-    /// in flight), once Setup Communication is done.
-    public private(set) var grantedAmQ: Int?
     /// Complete requests taken: connection request, Setup Communication and every S7 PDU.
     /// An empty data TPDU and a COTP segment that is not the last are not requests, so they
     /// do not count: the server measures idle time from the last change of this number.
@@ -67,16 +102,37 @@ public struct S7Session {
     let memory: any PLCMemoryAccess
     /// Bytes received but not yet consumed as whole frames.
     private var inbound: [UInt8] = []
-    /// COTP segments of a PDU still being reassembled.
-    private var segments: [UInt8] = []
-    /// A userdata answer too long for one PDU, sent piece by piece.
-    var continuation: UserDataContinuation?
-    var nextSequenceNumber: UInt8 = 1
-    var tpduSize = 1 << Int(S7Limits.defaultTPDUSizeCode)
 
     public init(configuration: SessionConfiguration, memory: any PLCMemoryAccess) {
         self.configuration = configuration
         self.memory = memory
+    }
+
+    /// The agreed PDU size, once Setup Communication is done.
+    public var agreedPDUSize: Int? {
+        guard case .established(let e) = state else { return nil }
+        return e.agreedPDUSize
+    }
+
+    /// Parallel jobs granted in Setup Communication, once it is done.
+    public var grantedAmQ: Int? {
+        guard case .established(let e) = state else { return nil }
+        return e.grantedAmQ
+    }
+
+    /// The client's connection request, while connected.
+    public var connection: COTPConnectionParameters? {
+        switch state {
+        case .awaitingSetup(let t): return t.request
+        case .established(let e): return e.transport.request
+        default: return nil
+        }
+    }
+
+    /// Why the session closed, once it has.
+    public var closeReason: CloseReason? {
+        guard case .closed(let reason) = state else { return nil }
+        return reason
     }
 
     /// Answers a client may leave unread beyond the parallel jobs it was granted before the
@@ -88,18 +144,32 @@ public struct S7Session {
     /// (before Setup Communication: one AmQ and the configured PDU), each with its TPKT and
     /// COTP headers for every TPDU it is split into.
     public var outputBound: Int {
-        let pdu = agreedPDUSize ?? configuration.pduSize
+        let pdu: Int, tpduSize: Int, amq: Int
+        switch state {
+        case .established(let e): (pdu, tpduSize, amq) = (e.agreedPDUSize, e.transport.tpduSize, e.grantedAmQ)
+        case .awaitingSetup(let t): (pdu, tpduSize, amq) = (configuration.pduSize, t.tpduSize, 1)
+        default: (pdu, tpduSize, amq) = (configuration.pduSize, 1 << Int(S7Limits.defaultTPDUSizeCode), 1)
+        }
         let room = max(1, tpduSize - 3)
         let frames = (pdu + room - 1) / room
         let frameBytes = pdu + frames * (S7Limits.tpktHeaderLength + 3)
-        return ((grantedAmQ ?? 1) + Self.answersBufferedBeyondAmQ) * frameBytes
+        return (amq + Self.answersBufferedBeyondAmQ) * frameBytes
+    }
+
+    /// Bytes of COTP segments awaiting their last part.
+    private var segmentBytes: Int {
+        switch state {
+        case .awaitingSetup(let t): return t.segments.count
+        case .established(let e): return e.transport.segments.count
+        default: return 0
+        }
     }
 
     /// Bytes held back: an incomplete frame and COTP segments awaiting their last part.
-    public var bufferedBytes: Int { inbound.count + segments.count }
+    public var bufferedBytes: Int { inbound.count + segmentBytes }
 
     /// True while part of a frame (or of a segmented PDU) waits for more bytes.
-    public var hasPartialInput: Bool { !inbound.isEmpty || !segments.isEmpty }
+    public var hasPartialInput: Bool { !inbound.isEmpty || segmentBytes > 0 }
 
     /// True when input waits that the next ``receive(_:into:outputLimit:)`` can act on without
     /// more bytes (a whole frame, or a header already known to be invalid), held back because
@@ -121,7 +191,7 @@ public struct S7Session {
     /// rest stays buffered (``hasBufferedRequests``) until the next call.
     public mutating func receive(_ bytes: UnsafeRawBufferPointer, into out: inout [UInt8],
                                  outputLimit: Int = .max) -> SessionOutcome {
-        guard phase != .closed else { return .close(reason: .badInput("connection already closed")) }
+        if case .closed = state { return .close(reason: .badInput("connection already closed")) }
         if inbound.capacity == 0 { inbound.reserveCapacity(S7Limits.maximumFrameLength) }
         inbound.append(contentsOf: bytes)
         var consumed = 0
@@ -147,7 +217,7 @@ public struct S7Session {
         } else if consumed > 0 {
             inbound.removeFirst(consumed)
         }
-        if case .close = outcome { phase = .closed }
+        if case .close(let reason) = outcome { state = .closed(reason) }
         hasBufferedRequests = outcome == .open && out.count >= outputLimit && inboundHoldsAFrame
         if !hasPartialInput {
             incompleteInput = nil
@@ -163,6 +233,22 @@ public struct S7Session {
         bytes.withUnsafeBytes { receive($0, into: &out, outputLimit: outputLimit) }
     }
 
+    /// Runs `body` on the transport of a connected session, without sharing its buffers.
+    private mutating func modifyTransport(_ body: (inout Transport) -> Void) {
+        switch state {
+        case .awaitingSetup(var t):
+            state = .modifying
+            body(&t)
+            state = .awaitingSetup(t)
+        case .established(var e):
+            state = .modifying
+            body(&e.transport)
+            state = .established(e)
+        case .awaitingConnectionRequest, .closed, .modifying:
+            preconditionFailure("COTP segments exist only on a connected transport")
+        }
+    }
+
     private mutating func handleFrame(_ tpdu: ArraySlice<UInt8>, _ out: inout [UInt8]) -> SessionOutcome {
         let pdu: COTPPDU
         do {
@@ -172,31 +258,40 @@ public struct S7Session {
         }
         switch pdu {
         case .connectionRequest(let request):
-            guard phase == .awaitingConnectionRequest else {
+            guard case .awaitingConnectionRequest = state else {
                 return .close(reason: .badInput("second COTP connection request on a connected transport"))
             }
             return connect(request, &out)
         case .data(let eot, let payload):
-            guard phase != .awaitingConnectionRequest else {
+            let tpduSize: Int, buffered: Int
+            switch state {
+            case .awaitingSetup(let t): (tpduSize, buffered) = (t.tpduSize, t.segments.count)
+            case .established(let e): (tpduSize, buffered) = (e.transport.tpduSize, e.transport.segments.count)
+            case .awaitingConnectionRequest, .closed, .modifying:
                 return .close(reason: .badInput("COTP data before a connection request"))
             }
-            guard segments.count + payload.count <= S7Limits.maximumReassembledPDU else {
+            guard buffered + payload.count <= S7Limits.maximumReassembledPDU else {
                 return .close(reason: .badInput("COTP segments add up to more than \(S7Limits.maximumReassembledPDU) bytes"))
             }
             if !eot {
-                segments.append(contentsOf: payload)
+                modifyTransport { $0.segments.append(contentsOf: payload) }
                 return .open
             }
             let start = out.count
-            defer { segmentResponse(&out, from: start) }
-            if segments.isEmpty {
+            defer { segmentResponse(&out, from: start, tpduSize: tpduSize) }
+            if buffered == 0 {
                 // An empty data TPDU carries nothing to answer; a CPU ignores it.
                 return payload.isEmpty ? .open : handlePDU(payload, &out)
             }
-            segments.append(contentsOf: payload)
-            let whole = segments[...]
-            defer { segments.removeAll(keepingCapacity: true) }
-            return handlePDU(whole, &out)
+            // The reassembled PDU is taken out of the state while it is answered (the answer
+            // may change the phase), and its buffer, emptied, put back for the next one.
+            var whole: [UInt8] = []
+            modifyTransport { swap(&whole, &$0.segments) }
+            whole.append(contentsOf: payload)
+            let outcome = handlePDU(whole[...], &out)
+            whole.removeAll(keepingCapacity: true)
+            modifyTransport { swap(&whole, &$0.segments) }
+            return outcome
         case .disconnectRequest(let dst, let src, _):
             COTPPDU.disconnectConfirm(destinationReference: src, sourceReference: dst).encodeFrame(into: &out)
             return .close(reason: .clientDisconnected("COTP disconnect request"))
@@ -207,7 +302,7 @@ public struct S7Session {
 
     /// Splits the response frame written from `start` into data TPDUs no larger than the TPDU
     /// size agreed in the connection confirm (only a client that asked for a small TPDU needs it).
-    private func segmentResponse(_ out: inout [UInt8], from start: Int) {
+    private func segmentResponse(_ out: inout [UInt8], from start: Int, tpduSize: Int) {
         let room = tpduSize - 3
         guard out.count - start > S7Limits.tpktHeaderLength + tpduSize else { return }
         let pdu = Array(out[(start + S7Limits.tpktHeaderLength + 3)...])
@@ -234,38 +329,64 @@ public struct S7Session {
         let requested = request.tpduSizeCode.flatMap { COTPConnectionParameters.tpduSize(code: $0) != nil ? $0 : nil }
             ?? S7Limits.defaultTPDUSizeCode
         let agreedCode = min(requested, S7Limits.maximumTPDUSizeCode)
-        tpduSize = 1 << Int(agreedCode)
+        let tpduSize = 1 << Int(agreedCode)
         var confirm = request
         confirm.destinationReference = request.sourceReference
         confirm.sourceReference = 0x0001
         confirm.classOption = 0
         confirm.tpduSizeCode = agreedCode
         COTPPDU.connectionConfirm(confirm).encodeFrame(into: &out)
-        connection = request
         completeRequests &+= 1
-        phase = .awaitingSetup
+        state = .awaitingSetup(Transport(request: request, tpduSize: tpduSize))
         events.append(.connected(connectionType: request.connectionType, rack: request.rack, slot: request.slot, tpduSize: tpduSize))
         return .open
     }
 
     private mutating func handlePDU(_ bytes: ArraySlice<UInt8>, _ out: inout [UInt8]) -> SessionOutcome {
+        let header: S7Header
         let pdu: S7RequestPDU
         do {
-            pdu = try S7RequestPDU.decode(bytes)
+            header = try S7Header.decode(bytes)
         } catch {
-            return refuseMalformed(bytes, error, &out)
+            return .close(reason: .badInput(error.description))
         }
-        let ref = pdu.header.pduReference
+        do {
+            pdu = try S7RequestPDU.decode(bytes, header: header)
+        } catch {
+            return refuseMalformed(header, bytes, error, &out)
+        }
         completeRequests &+= 1
-        if case .setupCommunication(let calling, let called, let size) = pdu.request {
-            return setup(ref, calling, called, Int(size), &out)
+        switch state {
+        case .awaitingSetup(let transport):
+            guard case .setupCommunication(let calling, let called, let size) = pdu.request else {
+                return .close(reason: .badInput("S7 request before Setup Communication"))
+            }
+            if let agreed = negotiate(header.pduReference, calling, called, Int(size), &out) {
+                state = .established(Established(transport: transport, agreedPDUSize: agreed.pduSize, grantedAmQ: agreed.amq))
+            }
+            return .open
+        case .established(var e):
+            state = .modifying
+            defer { state = .established(e) }
+            return serve(pdu, size: bytes.count, &e, &out)
+        case .awaitingConnectionRequest, .closed, .modifying:
+            preconditionFailure("S7 PDUs arrive only on a connected transport")
         }
-        guard phase == .ready, let agreed = agreedPDUSize else {
-            return .close(reason: .badInput("S7 request before Setup Communication"))
+    }
+
+    /// Answers one S7 request of an established session.
+    private mutating func serve(_ pdu: S7RequestPDU, size: Int, _ e: inout Established, _ out: inout [UInt8]) -> SessionOutcome {
+        let ref = pdu.header.pduReference
+        if case .setupCommunication(let calling, let called, let proposed) = pdu.request {
+            if let agreed = negotiate(ref, calling, called, Int(proposed), &out) {
+                (e.agreedPDUSize, e.grantedAmQ) = (agreed.pduSize, agreed.amq)
+            }
+            return .open
         }
         requestsAnswered &+= 1
-        if bytes.count > agreed {
-            events.append(.exceededPDU(what: "request", size: bytes.count, agreed: agreed))
+        let agreed = e.agreedPDUSize
+        if size > agreed {
+            events.append(.exceededPDU(what: "request", size: size, agreed: agreed))
             return answerError(pdu, .incorrectPDUSize, &out)
         }
         switch pdu.request {
@@ -278,15 +399,16 @@ public struct S7Session {
         case .otherJob(let function, let parameters):
             otherJob(ref, function, parameters, &out)
         case .userData(let params, _, _, let payload):
-            userData(ref, params, payload, agreed, &out)
+            userData(ref, params, payload, agreed, &e.userData, &out)
         }
         return .open
     }
 
     /// Answers a PDU whose header is sound but whose parameters are not; closes when even the
     /// header is unusable, since there is nothing to answer to.
-    private mutating func refuseMalformed(_ bytes: ArraySlice<UInt8>, _ error: S7WireError, _ out: inout [UInt8]) -> SessionOutcome {
-        guard phase == .ready, let header = try? S7Header.decode(bytes),
+    private mutating func refuseMalformed(_ header: S7Header, _ bytes: ArraySlice<UInt8>, _ error: S7WireError,
+                                          _ out: inout [UInt8]) -> SessionOutcome {
+        guard case .established = state,
               header.rosctr == S7ROSCTR.job.rawValue || header.rosctr == S7ROSCTR.userData.rawValue
         else {
             return .close(reason: .badInput(error.description))
@@ -319,29 +441,27 @@ public struct S7Session {
         return .open
     }
 
-    private mutating func setup(_ ref: UInt16, _ calling: UInt16, _ called: UInt16, _ proposed: Int, _ out: inout [UInt8]) -> SessionOutcome {
-        guard phase == .awaitingSetup || phase == .ready else {
-            return .close(reason: .badInput("Setup Communication before a COTP connection"))
-        }
+    /// Answers Setup Communication; returns the agreed PDU size and the AmQ granted, or nil when
+    /// the proposal was refused (the phase then stays as it was).
+    private mutating func negotiate(_ ref: UInt16, _ calling: UInt16, _ called: UInt16, _ proposed: Int,
+                                    _ out: inout [UInt8]) -> (pduSize: Int, amq: Int)? {
         guard proposed >= S7Limits.minimumNegotiablePDUSize else {
             events.append(.pduRefused(proposed: proposed))
             writeJobError(ref, function: S7Function.setupCommunication.rawValue, error: .incorrectPDUSize, &out)
-            return .open
+            return nil
         }
         let agreed = min(proposed, configuration.pduSize)
-        agreedPDUSize = agreed
-        grantedAmQ = Int(max(1, min(calling, S7Limits.maximumParallelJobs)))
-        phase = .ready
+        let amqCalling = max(1, min(calling, S7Limits.maximumParallelJobs))
         events.append(.negotiated(proposed: proposed, agreed: agreed))
         var f = S7FrameBuilder(&out, rosctr: .ackData, pduReference: ref, error: S7HeaderError(errorClass: 0, code: 0))
         out.append(S7Function.setupCommunication.rawValue)
         out.append(0)
-        out.appendU16(max(1, min(calling, S7Limits.maximumParallelJobs)))
+        out.appendU16(amqCalling)
         out.appendU16(max(1, min(called, S7Limits.maximumParallelJobs)))
         out.appendU16(UInt16(agreed))
         f.beginData(&out)
         f.finish(&out)
-        return .open
+        return (agreed, Int(amqCalling))
     }
 
     /// A job a CPU does not serve here gets an ack_data with an error and the function echoed.

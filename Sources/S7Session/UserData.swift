@@ -9,6 +9,14 @@ struct UserDataContinuation {
     var remaining: ArraySlice<UInt8>
 }
 
+/// The userdata state of an established session.
+struct UserDataExchange {
+    /// A userdata answer too long for one PDU, sent piece by piece; nil when none is pending.
+    var continuation: UserDataContinuation?
+    /// The sequence number the next long answer is sent under.
+    var nextSequenceNumber: UInt8 = 1
+}
+
 /// Userdata functions served here, as group << 8 | subfunction.
 enum UserDataFunction {
     static func key(_ group: UInt8, _ subfunction: UInt8) -> UInt16 { UInt16(group) << 8 | UInt16(subfunction) }
@@ -25,10 +33,11 @@ enum UserDataFunction {
 private let userDataOverhead = S7Limits.shortHeaderLength + 12 + 4
 
 extension S7Session {
-    mutating func userData(_ ref: UInt16, _ p: S7UserDataParameters, _ payload: ArraySlice<UInt8>, _ agreed: Int, _ out: inout [UInt8]) {
+    mutating func userData(_ ref: UInt16, _ p: S7UserDataParameters, _ payload: ArraySlice<UInt8>, _ agreed: Int,
+                           _ exchange: inout UserDataExchange, _ out: inout [UInt8]) {
         // A follow-up request (8-byte parameters) asks for the next piece of a long answer.
         if p.dataUnitReference != nil {
-            guard var c = continuation, c.group == p.group, c.subfunction == p.subfunction else {
+            guard var c = exchange.continuation, c.group == p.group, c.subfunction == p.subfunction else {
                 events.append(.refused(what: "userdata follow-up request", error: "no answer is pending"))
                 writeUserDataError(ref, group: p.group, subfunction: p.subfunction, sequence: p.sequenceNumber,
                                    error: S7UserDataError.functionNotImplemented, &out)
@@ -38,10 +47,10 @@ extension S7Session {
             c.remaining = c.remaining.dropFirst(piece.count)
             let more = !c.remaining.isEmpty
             writeUserData(ref, group: p.group, subfunction: p.subfunction, sequence: c.sequenceNumber, more: more, piece, &out)
-            continuation = more ? c : nil
+            exchange.continuation = more ? c : nil
             return
         }
-        continuation = nil
+        exchange.continuation = nil
         let answer: Result<[UInt8], UserDataRefusal>
         switch UserDataFunction.key(p.group, p.subfunction) {
         case UserDataFunction.readSZL:
@@ -73,10 +82,10 @@ extension S7Session {
             if bytes.count <= room {
                 writeUserData(ref, group: p.group, subfunction: p.subfunction, sequence: p.sequenceNumber, more: false, bytes[...], &out)
             } else {
-                let sequence = nextSequenceNumber
-                nextSequenceNumber = nextSequenceNumber == 0xFF ? 1 : nextSequenceNumber + 1
+                let sequence = exchange.nextSequenceNumber
+                exchange.nextSequenceNumber = sequence == 0xFF ? 1 : sequence + 1
                 writeUserData(ref, group: p.group, subfunction: p.subfunction, sequence: sequence, more: true, bytes.prefix(room), &out)
-                continuation = UserDataContinuation(group: p.group, subfunction: p.subfunction, sequenceNumber: sequence,
+                exchange.continuation = UserDataContinuation(group: p.group, subfunction: p.subfunction, sequenceNumber: sequence,
                                                     remaining: bytes.dropFirst(room))
             }
         }
