@@ -33,7 +33,7 @@ public enum SessionEvent: Equatable, Sendable {
 /// Pure: bytes in, response bytes and an outcome out. No sockets, clocks or globals; the
 /// clock comes in through ``SessionConfiguration/clock``.
 public struct S7Session {
-    /// Where the connection is, without what each phase holds (see ``State``).
+    /// Where the connection is, without what each phase holds (the stored state carries that).
     public enum Phase: Equatable, Sendable {
         case awaitingConnectionRequest
         case awaitingSetup
