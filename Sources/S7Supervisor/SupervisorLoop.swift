@@ -78,6 +78,9 @@ public final class SupervisorLoop {
     static let maximumLine = 4096
     /// A control client that has not sent its request by then is dropped.
     static let clientTimeoutMs: Int64 = 5000
+    /// Control clients served at once; more are closed at once (they are local and trusted,
+    /// but one of them must not hold the supervisor's descriptors).
+    static let maximumClients = 16
 
     private let setup: Setup
     private var core: SupervisorCore
@@ -273,6 +276,11 @@ public final class SupervisorLoop {
         guard let cred = try? UnixSocket.peerCredentials(of: peer),
               LocalSocket.isTrusted(cred, serviceUID: setup.serviceUID, serviceGID: setup.serviceGID) else {
             setup.log(.warning, "control socket: refused a peer that is neither root, the service user, nor in its group")
+            try? peer.close()
+            return
+        }
+        guard clients.count < Self.maximumClients else {
+            setup.log(.warning, "control socket: \(Self.maximumClients) requests are already open; closed the one of pid \(cred.pid)")
             try? peer.close()
             return
         }
