@@ -74,7 +74,6 @@ public enum Privileges {
         return droppedBoundingSet
     }
 
-    /// Sets no-new-privileges: no `execve` from now on grants a capability or a set-id.
     /// Makes this process non-dumpable: no core dump, and no other process of the same user
     /// may ptrace it or open its /proc files beyond the world-readable ones.
     public static func setNonDumpable() throws {
@@ -83,6 +82,7 @@ public enum Privileges {
         }
     }
 
+    /// Sets no-new-privileges: no `execve` from now on grants a capability or a set-id.
     public static func setNoNewPrivileges() throws {
         _ = try retryingOnInterrupt("could not set no-new-privileges (PR_SET_NO_NEW_PRIVS)") {
             cs7_prctl(CS7_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)

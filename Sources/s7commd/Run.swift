@@ -155,11 +155,17 @@ struct Run: ParsableCommand {
             : Self.localSocket(memorySocketPath, group: group, what: "`s7commd mem` and PLC programs cannot attach", logger)
         let metricsSocket = settings.metrics.enabled
             ? Self.localSocket(metricsSocketPath, group: group, kind: .stream, what: "metrics are not served on the Unix socket", logger) : nil
-        if !RetainStore.retained(layout).isEmpty {
+        // --single-process keeps PLC memory in the process and retains nothing.
+        if !singleProcess, !RetainStore.retained(layout).isEmpty {
             try StartChecks.stateDirectory(stateDir, layout: layout, service: service, user: user, logger: logger)
         }
         try dropPrivileges(service, logger)
-        try? Privileges.setNonDumpable()
+        do {
+            try Privileges.setNonDumpable()
+        } catch {
+            printError("\(error): another process of the service user could then read this one's memory.\nNothing was started.")
+            throw ExitCode(StartFailure.privileges.rawValue)
+        }
         try StartChecks.sharedMemory(logger: logger)
         if let path, access(path, R_OK) != 0 {
             logger.warning("\(path) is not readable by uid \(getuid()) now that privileges are dropped, so a reload will fail; make it readable to the service user (e.g. chown root:\(user) and chmod 0640)")

@@ -95,6 +95,8 @@ def start(tmp_path, cfg, prefix=(), expect_listening=True):
 
 def check_runtime(h, expected_uid, bounding_empty=True):
     sup = status(h.process.pid)
+    # The supervisor is one thread: one poll loop, no async runtime, no Dispatch.
+    assert sup["Threads"] == "1", f"the supervisor runs {sup['Threads']} threads"
     for key in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
         assert int(sup[key], 16) == 0, f"supervisor {key} = {sup[key]}\n{h.log()}"
     kids = roles(h.process.pid)

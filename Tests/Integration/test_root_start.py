@@ -495,6 +495,11 @@ if earlier >= 2:
     note(event="quiet")
     time.sleep(30)
 note(event="misbehaving")
+# Last words on stderr, which the supervisor relays into its log: control bytes and an
+# overlong line.
+sys.stderr.write("fake worker {{}} says \x1b[31mred\x07 and\ttab\n".format(os.getpid()))
+sys.stderr.write("L" * 5000 + "\n")
+sys.stderr.flush()
 if CASE == "serving-twice":
     channel.send(b"\x20")
 elif CASE == "unknown-tag":
@@ -556,6 +561,10 @@ def test_worker_breaking_the_protocol_is_killed_and_restarted(tmp_path, case):
         if case == "descriptor-attached":
             assert "descriptor" in line()[0], f"the reason does not name the stray descriptor: {line()}"
         assert gone(first), f"the killed fake worker (pid {first}) is still in /proc; log:\n{h.log()}"
+        # Its stderr reached the log through the supervisor: control bytes but tab as '?',
+        # a line cut at 4096 bytes.
+        _wait_until(h, 5, lambda: f"fake worker {first} says ?[31mred? and\ttab" in h.log(), "the fake's stderr was not relayed")
+        assert "L" * 4096 + "\n" in h.log() and "L" * 4097 not in h.log(), "an overlong line is not cut at 4096 bytes"
         received = [r for r in records(record) if r["pid"] == first and r["event"] == "received"]
         assert received, f"the fake worker received nothing: {records(record)}"
         assert received[0]["tag"] == "10" and received[0]["descriptors"] >= 2 and received[0]["seqpacket"], (
