@@ -20,6 +20,9 @@ public enum IPCError: Error, Equatable, Sendable, CustomStringConvertible {
     case unexpectedDescriptors(message: String, received: Int, expected: Int)
     /// The transport failed (the text of the system call error).
     case transport(String)
+    /// A non-blocking channel had no room for the message (the peer does not read), or no
+    /// message although poll said there was one.
+    case wouldBlock
 
     public var description: String {
         switch self {
@@ -33,6 +36,7 @@ public enum IPCError: Error, Equatable, Sendable, CustomStringConvertible {
         case .unexpectedDescriptors(let message, let received, let expected):
             "a \(message) message came with \(received) descriptors; it carries \(expected)"
         case .transport(let text): text
+        case .wouldBlock: "the channel has no room (the peer does not read its messages)"
         }
     }
 }

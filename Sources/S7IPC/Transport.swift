@@ -10,6 +10,8 @@ public enum IPC {
         guard bytes.count <= IPCLimits.messageSize else { throw .messageTooLarge(size: bytes.count, limit: IPCLimits.messageSize) }
         do {
             try UnixSocket.send(message: bytes, descriptors: descriptors, on: socket)
+        } catch let error as SystemCallError where error.errno == .resourceTemporarilyUnavailable {
+            throw .wouldBlock
         } catch {
             throw .transport("could not send a \(message.kind) message: \(error)")
         }
@@ -28,6 +30,8 @@ public enum IPC {
             case .messageTruncated: throw .messageTooLarge(size: IPCLimits.messageSize + 1, limit: IPCLimits.messageSize)
             default: throw .unexpectedDescriptors(message: "\(M.sender)'s", received: maxDescriptors + 1, expected: maxDescriptors)
             }
+        } catch let error as SystemCallError where error.errno == .resourceTemporarilyUnavailable {
+            throw .wouldBlock
         } catch {
             throw .transport("could not receive from the \(M.sender): \(error)")
         }

@@ -104,6 +104,8 @@ public final class SupervisorLoop {
     public func run() throws -> Int32 {
         signal(SIGPIPE, SIG_IGN)
         let signals = try SignalDescriptor([SIGTERM, SIGINT, SIGHUP, SIGCHLD])
+        // accept(2) after poll must not wait for a client that went away in between.
+        try setup.controlListener?.setNonBlocking()
         feed(.start)
         while exitStatus == nil {
             // What to poll, each with what to do when it is readable. A handler may close or
@@ -171,6 +173,10 @@ public final class SupervisorLoop {
         guard let channel = channels[role] else { return }
         do {
             try IPC.send(message, descriptors: descriptors, on: channel.socket)
+        } catch .wouldBlock {
+            // Its end is non-blocking: a child that stops reading cannot stall the supervisor.
+            close(role)
+            feed(.misbehaved(role, pid: channel.pid, "does not read its channel (no room for a \(message.kind) message)"))
         } catch {
             // The child is gone or going: its exit (or closed channel) is the event that counts.
             setup.log(.debug, "could not send \(message.kind) to the \(role) (pid \(channel.pid)): \(error)")
@@ -180,6 +186,8 @@ public final class SupervisorLoop {
     private func spawn(_ role: ChildRole) {
         do {
             let pair = try UnixSocketPair.make()
+            // The supervisor's end only (the child's is another open file description).
+            try pair.first.setNonBlocking()
             let output = try UnixPipe.make()
             let errors = try UnixPipe.make()
             defer { for fd in [pair.second, output.write, errors.write] { try? fd.close() } }
@@ -246,6 +254,8 @@ public final class SupervisorLoop {
                 if segment == nil { segment = fds.first } else { fds.forEach { try? $0.close() } }
                 feed(.fromMemory(pid: pid, message))
             }
+        } catch .wouldBlock {
+            return  // poll woke without a message: nothing to read yet
         } catch {
             close(role)
             feed(.misbehaved(role, pid: pid, "sent a message outside the protocol (\(error))"))

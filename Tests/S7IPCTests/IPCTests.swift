@@ -207,6 +207,29 @@ struct IPCTransportTests {
         for fd in received.1 { try fd.close() }
     }
 
+    @Test func aPeerThatDoesNotReadMakesANonBlockingSendFailInsteadOfWaiting() throws {
+        let pair = try UnixSocketPair.make()
+        defer { try? pair.first.close(); try? pair.second.close() }
+        try pair.first.setNonBlocking()
+        var sent = 0
+        while true {
+            do {
+                try IPC.send(SupervisorToWorker.statusRequest(id: UInt32(sent)), on: pair.first)
+                sent += 1
+            } catch .wouldBlock {
+                break
+            }
+            #expect(sent < 100_000, "the socket buffer never filled")
+            if sent >= 100_000 { return }
+        }
+        #expect(sent > 0)
+        // Nothing to read on the sender's own (non-blocking) end: wouldBlock, not a decode error.
+        #expect(throws: IPCError.wouldBlock) { try IPC.receive(WorkerToSupervisor.self, on: pair.first) }
+        // The peer still gets every message that was queued, in order.
+        let first = try #require(try IPC.receive(SupervisorToWorker.self, on: pair.second))
+        #expect(first.0 == .statusRequest(id: 0))
+    }
+
     @Test func aForgedMessageIsATypedErrorAndItsDescriptorsAreClosed() throws {
         let pair = try UnixSocketPair.make()
         defer { try? pair.first.close(); try? pair.second.close() }
