@@ -20,14 +20,10 @@ public struct FlatMemoryHandle: Sendable {
 /// mem` and a PLC program on the same host get the segment.
 public enum PLCMemoryClient {
     public static func attach(socketPath: String) throws -> FlatMemoryHandle {
-        let fd = try LocalSocket.connect(path: socketPath)
-        defer { try? fd.close() }
-        try LocalSocket.setReceiveTimeout(fd, seconds: 5)
-        try IPC.send(MemoryClientRequest.attach, on: fd)
         let answer: (MemoryClientReply, [FileDescriptor])?
         do {
-            answer = try IPC.receive(MemoryClientReply.self, on: fd, maxDescriptors: 1)
-        } catch {
+            answer = try IPC.exchange(MemoryClientRequest.attach, at: socketPath, expecting: MemoryClientReply.self, maxDescriptors: 1)
+        } catch let error as IPCError {
             throw RuntimeError("the memory process at \(socketPath) answered outside the protocol: \(error)")
         }
         guard let (reply, fds) = answer else {

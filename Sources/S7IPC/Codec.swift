@@ -82,6 +82,13 @@ public struct IPCReader: Sendable {
         position = 1
     }
 
+    /// For a set of one message: its tag must come first; reads on after it.
+    public init(_ bytes: [UInt8], tag: UInt8, message: String, peer: String) throws(IPCError) {
+        guard let first = bytes.first else { throw .truncated(field: "tag") }
+        guard first == tag else { throw .unknownTag(first, peer: peer) }
+        self.init(bytes, message: message)
+    }
+
     private mutating func take(_ n: Int, _ field: String) throws(IPCError) -> ArraySlice<UInt8> {
         guard n >= 0, bytes.count - position >= n else { throw .truncated(field: field) }
         defer { position += n }

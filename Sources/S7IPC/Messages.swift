@@ -273,9 +273,7 @@ public enum MemoryToSupervisor: IPCMessage {
     }
 
     public static func decode(_ bytes: [UInt8]) throws(IPCError) -> MemoryToSupervisor {
-        guard let tag = bytes.first else { throw .truncated(field: "tag") }
-        guard tag == 0x25 else { throw .unknownTag(tag, peer: sender) }
-        var r = IPCReader(bytes, message: "ready")
+        var r = try IPCReader(bytes, tag: 0x25, message: "ready", peer: sender)
         let size = try r.count("size", 1...Int(UInt32.max))
         try r.finish()
         return .ready(size: size)
@@ -293,9 +291,7 @@ public enum ControlRequest: IPCMessage {
     public func encoded() -> [UInt8] { IPCWriter(tag: 0x30).bytes }
 
     public static func decode(_ bytes: [UInt8]) throws(IPCError) -> ControlRequest {
-        guard let tag = bytes.first else { throw .truncated(field: "tag") }
-        guard tag == 0x30 else { throw .unknownTag(tag, peer: sender) }
-        try IPCReader(bytes, message: "status-request").finish()
+        try IPCReader(bytes, tag: 0x30, message: "status-request", peer: sender).finish()
         return .status
     }
 }
@@ -316,9 +312,7 @@ public enum ControlReply: IPCMessage {
     }
 
     public static func decode(_ bytes: [UInt8]) throws(IPCError) -> ControlReply {
-        guard let tag = bytes.first else { throw .truncated(field: "tag") }
-        guard tag == 0x31 else { throw .unknownTag(tag, peer: sender) }
-        var r = IPCReader(bytes, message: "status")
+        var r = try IPCReader(bytes, tag: 0x31, message: "status", peer: sender)
         let report = try SupervisorReport.read(&r)
         try r.finish()
         return .status(report)
@@ -336,9 +330,7 @@ public enum MemoryClientRequest: IPCMessage {
     public func encoded() -> [UInt8] { IPCWriter(tag: 0x40).bytes }
 
     public static func decode(_ bytes: [UInt8]) throws(IPCError) -> MemoryClientRequest {
-        guard let tag = bytes.first else { throw .truncated(field: "tag") }
-        guard tag == 0x40 else { throw .unknownTag(tag, peer: sender) }
-        try IPCReader(bytes, message: "attach").finish()
+        try IPCReader(bytes, tag: 0x40, message: "attach", peer: sender).finish()
         return .attach
     }
 }
@@ -360,9 +352,7 @@ public enum MemoryClientReply: IPCMessage {
     }
 
     public static func decode(_ bytes: [UInt8]) throws(IPCError) -> MemoryClientReply {
-        guard let tag = bytes.first else { throw .truncated(field: "tag") }
-        guard tag == 0x41 else { throw .unknownTag(tag, peer: sender) }
-        var r = IPCReader(bytes, message: "attached")
+        var r = try IPCReader(bytes, tag: 0x41, message: "attached", peer: sender)
         let definition = try MemoryDefinition.read(&r)
         try r.finish()
         return .attached(definition)

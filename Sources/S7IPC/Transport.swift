@@ -43,4 +43,17 @@ public enum IPC {
             throw error
         }
     }
+
+    /// A local client's one exchange: connects to `path`, sends `request`, waits up to
+    /// `timeoutSeconds` for the reply. Nil when the server closed without one (it refused the
+    /// peer); a reply outside the protocol throws.
+    public static func exchange<Request: IPCMessage, Reply: IPCMessage>(
+        _ request: Request, at path: String, expecting _: Reply.Type, maxDescriptors: Int = 0, timeoutSeconds: Int = 5
+    ) throws -> (Reply, [FileDescriptor])? {
+        let socket = try LocalSocket.connect(path: path)
+        defer { try? socket.close() }
+        try LocalSocket.setReceiveTimeout(socket, seconds: timeoutSeconds)
+        try send(request, on: socket)
+        return try receive(Reply.self, on: socket, maxDescriptors: maxDescriptors)
+    }
 }

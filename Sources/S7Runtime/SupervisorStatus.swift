@@ -72,14 +72,10 @@ public enum StatusClient {
     public static func socketPath(runtimeDirectory: String) -> String { runtimeDirectory + "/control.sock" }
 
     public static func query(socketPath: String, timeoutSeconds: Int = 5) throws -> SupervisorStatus {
-        let fd = try LocalSocket.connect(path: socketPath)
-        defer { try? fd.close() }
-        try LocalSocket.setReceiveTimeout(fd, seconds: timeoutSeconds)
-        try IPC.send(ControlRequest.status, on: fd)
         let answer: (ControlReply, [SystemPackage.FileDescriptor])?
         do {
-            answer = try IPC.receive(ControlReply.self, on: fd, maxDescriptors: 0)
-        } catch {
+            answer = try IPC.exchange(ControlRequest.status, at: socketPath, expecting: ControlReply.self, timeoutSeconds: timeoutSeconds)
+        } catch let error as IPCError {
             throw RuntimeError("the supervisor at \(socketPath) answered outside the protocol: \(error)")
         }
         guard let (reply, _) = answer else {
