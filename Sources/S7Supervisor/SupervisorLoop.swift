@@ -151,7 +151,7 @@ public final class SupervisorLoop {
             }
             send(message, to: .memory, descriptors: fds)
         case .kill(let role, let pid):
-            _ = Glibc.kill(pid, SIGKILL)
+            try? ProcessSignal.send(SIGKILL, to: pid)
             if let channel = channels[role], channel.pid == pid { close(role) }
         case .readConfiguration:
             if let (settings, line) = setup.reload() { feed(.configurationReloaded(settings, line: line)) }

@@ -314,8 +314,10 @@ struct Reload: ParsableCommand {
             printError("process \(pid) named in \(pidFile) is not s7commd (it has exited); nothing was sent")
             throw ExitCode(1)
         }
-        guard kill(pid, SIGHUP) == 0 else {
-            printError("cannot signal s7commd (pid \(pid)): \(String(cString: strerror(errno))); run as the same user or root")
+        do {
+            try ProcessSignal.send(SIGHUP, to: pid)
+        } catch let error as SystemCallError {
+            printError("cannot signal s7commd (pid \(pid)): \(String(cString: strerror(error.errno.rawValue))); run as the same user or root")
             throw ExitCode(1)
         }
         print("sent SIGHUP to s7commd (pid \(pid)); its log lists what was applied and what needs a restart")

@@ -50,7 +50,7 @@ final class RuntimeFiles: @unchecked Sendable {
     static func runningInstance(_ pidPath: String) -> Int32? {
         guard let text = try? String(contentsOfFile: pidPath, encoding: .utf8),
               let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid != getpid(),
-              kill(pid, 0) == 0 || errno == EPERM,
+              ProcessSignal.isAlive(pid),
               let cmdline = try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8), cmdline.contains("s7commd") else { return nil }
         return pid
     }

@@ -4,6 +4,7 @@ import S7Config
 import S7Runtime
 import S7Server
 import S7Session
+import S7Sys
 
 /// What a running `s7commd run` publishes next to its pid file at start and after each reload,
 /// so `s7commd status` can tell what is in effect and which changes wait for a restart.
@@ -39,7 +40,7 @@ struct RuntimeState: Codable {
 
     /// The state of a live server behind `pidFile`, nil when none runs.
     static func running(pidFile: String) -> RuntimeState? {
-        read(from: path(forPidFile: pidFile)).flatMap { kill($0.pid, 0) == 0 || errno == EPERM ? $0 : nil }
+        read(from: path(forPidFile: pidFile)).flatMap { ProcessSignal.isAlive($0.pid) ? $0 : nil }
     }
 
     static func read(from path: String) -> RuntimeState? {
