@@ -182,6 +182,16 @@ public enum LocalSocket {
         return String(cString: name)
     }
 
+    /// Removes the socket file at `path` that ``listen(path:mode:kind:group:backlog:)``
+    /// made, e.g. when the server stops (`lstat`, then `unlink`); a missing path is not an
+    /// error.
+    ///
+    /// - Throws: ``UnsafePathError`` when something other than a socket is there (it is left
+    ///   alone); ``SystemCallError`` when a call fails.
+    public static func remove(path: String) throws {
+        try removeStaleSocket(at: path)
+    }
+
     /// Unlinks a socket file at `path`; refuses anything else there.
     private static func removeStaleSocket(at path: String) throws {
         var status = stat()

@@ -233,6 +233,20 @@ public enum ExclusiveFile {
         try writeAll(bytes, to: fd, what: "descriptor \(fd.rawValue)")
     }
 
+    /// Removes the name `path` (`unlink`), e.g. a pid file at exit; a path that no longer
+    /// exists is not an error. A symbolic link there is removed, never followed.
+    ///
+    /// - Throws: ``SystemCallError`` when the name cannot be removed, e.g. `EACCES` in a
+    ///   directory this process may no longer write.
+    public static func remove(_ path: String) throws {
+        while unlink(path) != 0 {
+            let code = Glibc.errno
+            if code == EINTR { continue }
+            if code == ENOENT { return }
+            throw SystemCallError("could not remove \(path) (unlink)", errno: Errno(rawValue: code))
+        }
+    }
+
     /// The descriptor, or nil when `path` exists.
     private static func openExclusive(_ path: String, mode: mode_t) throws -> FileDescriptor? {
         while true {
@@ -261,48 +275,215 @@ public enum ExclusiveFile {
 
 /// Replacing a file whole, so that a reader sees the old contents or the new, never a part.
 public enum AtomicFile {
+    /// How ``Replacement/begin(replacing:mode:options:)`` names and sets up its temporary file.
+    public struct Options: OptionSet, Sendable {
+        public let rawValue: UInt8
+
+        public init(rawValue: UInt8) {
+            self.rawValue = rawValue
+        }
+
+        /// The new file gets the permission bits, the owner and the group of the file it
+        /// replaces (`stat` of the path, so a symbolic link's target counts); `mode` is then
+        /// only for a path that does not exist yet. Handing the file to that owner and group
+        /// (`fchown`) is done when the system allows it (always for root) and otherwise
+        /// skipped: the file is then this process's, as `rename` leaves it.
+        public static let keepingModeAndOwner = Options(rawValue: 1 << 0)
+
+        /// The temporary file is `.NAME.tmp-PID` (see ``temporaryPath(for:)``), one per
+        /// process, and before it is created the temporary files of processes that no longer
+        /// exist are removed: a write killed before its rename leaves its temporary file
+        /// behind, and a reader can so tell whose it is. Without this option the name also
+        /// carries a random part and nothing is cleaned up.
+        public static let perProcessTemporary = Options(rawValue: 1 << 1)
+    }
+
+    /// A temporary file in the directory of `path`, filled in and then renamed over `path`:
+    /// ``write(_:to:mode:)`` in steps, for a caller that reports each step in its own words
+    /// or waits between them.
+    ///
+    /// Call ``write(_:)``, then ``commit()`` (and ``flushDirectory()`` to make the rename
+    /// durable), or ``discard()``; until one of them the temporary file's descriptor is open.
+    /// Every failing step before the rename removes the temporary file, so `path` then still
+    /// has its old contents and nothing is left behind.
+    public struct Replacement: Sendable {
+        /// The file that is replaced.
+        public let path: String
+        /// The temporary file that gets the new contents.
+        public let temporaryPath: String
+        private let descriptor: FileDescriptor
+
+        /// Creates the temporary file for replacing `path`.
+        ///
+        /// It is created with `O_EXCL | O_NOFOLLOW` (a file or link planted at its name is
+        /// never written through) and gets exactly `mode` (`fchmod`, so the umask does not
+        /// matter), or the mode and owner of the existing file with
+        /// ``Options/keepingModeAndOwner``. With ``Options/perProcessTemporary`` an earlier
+        /// temporary file of this same pid (a process that had this pid before) is removed
+        /// first, as are those of processes that are gone (``ProcessSignal/isAlive(_:)``).
+        ///
+        /// - Parameters:
+        ///   - path: the file to replace; it need not exist.
+        ///   - mode: the permission bits of the new file, e.g. 0o600.
+        ///   - options: how the temporary file is named and set up.
+        /// - Throws: ``SystemCallError`` when the temporary file cannot be created or set up.
+        public static func begin(replacing path: String, mode: mode_t, options: Options = []) throws -> Replacement {
+            let temporary: String
+            if options.contains(.perProcessTemporary) {
+                removeStaleTemporaries(of: path)
+                temporary = AtomicFile.temporaryPath(for: path)
+                _ = unlink(temporary)
+            } else {
+                temporary = AtomicFile.temporaryPath(for: path) + "-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
+            }
+            var existing = stat()
+            let keeping = options.contains(.keepingModeAndOwner) && stat(path, &existing) == 0
+            let newMode = keeping ? existing.st_mode & 0o7777 : mode
+            let raw = try retryingOnInterrupt("could not create the temporary file \(temporary) (open O_CREAT|O_EXCL|O_NOFOLLOW)") {
+                open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, newMode)
+            }
+            let descriptor = FileDescriptor(rawValue: raw)
+            do {
+                if keeping {
+                    // Best effort, as documented: a user who may not give the file away keeps it.
+                    _ = fchown(raw, existing.st_uid, existing.st_gid)
+                }
+                // After fchown, which clears set-user-ID and set-group-ID bits.
+                _ = try retryingOnInterrupt("could not set the mode of \(temporary) to \(octal(newMode)) (fchmod)") {
+                    fchmod(raw, newMode)
+                }
+            } catch {
+                try? descriptor.close()
+                _ = unlink(temporary)
+                throw error
+            }
+            return Replacement(path: path, temporaryPath: temporary, descriptor: descriptor)
+        }
+
+        /// Writes all of `bytes` to the temporary file (`pwrite` from offset 0) and flushes it
+        /// to disk (`fsync`). On failure the temporary file is closed and removed.
+        public func write(_ bytes: [UInt8]) throws {
+            do {
+                try writeAll(bytes, to: descriptor, what: temporaryPath)
+                _ = try retryingOnInterrupt("could not flush \(temporaryPath) to disk (fsync)") { fsync(descriptor.rawValue) }
+            } catch {
+                discard()
+                throw error
+            }
+        }
+
+        /// Closes the temporary file and renames it over ``path`` (`rename`, which replaces
+        /// a symbolic link at `path` rather than following it). On failure the temporary
+        /// file is removed and `path` keeps its old contents. Call ``flushDirectory()`` next
+        /// so that the rename survives a crash.
+        public func commit() throws {
+            try? descriptor.close()
+            do {
+                try AtomicFile.rename(temporaryPath, to: path)
+            } catch {
+                _ = unlink(temporaryPath)
+                throw error
+            }
+        }
+
+        /// Flushes the directory of ``path`` to disk (`open` `O_DIRECTORY`, `fsync`), so that
+        /// the rename ``commit()`` made survives a crash.
+        public func flushDirectory() throws {
+            let directory = parentDirectory(of: path)
+            let raw = try retryingOnInterrupt("could not open the directory \(directory) to flush the rename of \(path) (open)") {
+                open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            }
+            defer { _ = Glibc.close(raw) }
+            _ = try retryingOnInterrupt("could not flush the directory \(directory) after renaming \(path) into it (fsync)") {
+                fsync(raw)
+            }
+        }
+
+        /// Closes and removes the temporary file; ``path`` is left as it was.
+        public func discard() {
+            try? descriptor.close()
+            _ = unlink(temporaryPath)
+        }
+    }
+
     /// Writes `bytes` to `path` atomically and durably.
     ///
-    /// A temporary file in the same directory (`.NAME.tmp-PID-RANDOM`, created with
-    /// `O_EXCL | O_NOFOLLOW`, mode exactly `mode`) gets all the bytes and is `fsync`ed, then
-    /// renamed over `path`, and the directory is `fsync`ed so the rename survives a crash. A
-    /// failing directory `fsync` is an error. On any failure before the rename the temporary
-    /// file is removed; `path` then still has its old contents.
+    /// A temporary file in the same directory (`.NAME.tmp-PID-RANDOM`, or `.NAME.tmp-PID`
+    /// with ``Options/perProcessTemporary``; created with `O_EXCL | O_NOFOLLOW`, mode exactly
+    /// `mode` unless ``Options/keepingModeAndOwner`` keeps the existing file's) gets all the
+    /// bytes and is `fsync`ed, then `beforeRename` is called, then the file is renamed over
+    /// `path`, and the directory is `fsync`ed so the rename survives a crash. A failing
+    /// directory `fsync` is an error. On any failure before the rename the temporary file is
+    /// removed; `path` then still has its old contents. See ``Replacement`` for the steps.
     ///
     /// A symbolic link at `path` is replaced, not followed (`rename` replaces the name).
-    public static func write(_ bytes: [UInt8], to path: String, mode: mode_t) throws {
-        let directory = parentDirectory(of: path)
+    ///
+    /// - Parameters:
+    ///   - bytes: the new contents.
+    ///   - path: the file to replace; it need not exist.
+    ///   - mode: the permission bits of the new file, e.g. 0o600.
+    ///   - options: how the temporary file is named and set up.
+    ///   - beforeRename: called once the temporary file is complete on disk, just before the
+    ///     rename (e.g. a test hook that waits there).
+    public static func write(
+        _ bytes: [UInt8],
+        to path: String,
+        mode: mode_t,
+        options: Options = [],
+        beforeRename: () -> Void = {}
+    ) throws {
         let name = lastComponent(of: path)
         precondition(!name.isEmpty && name != "." && name != "..", "AtomicFile.write needs a file name, got \(path)")
-        let temporary = (directory == "/" ? "/" : directory + "/")
-            + ".\(name).tmp-\(getpid())-\(String(UInt32.random(in: 0...UInt32.max), radix: 16))"
-        let raw = try retryingOnInterrupt("could not create the temporary file \(temporary) (open O_CREAT|O_EXCL|O_NOFOLLOW)") {
-            open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+        let replacement = try Replacement.begin(replacing: path, mode: mode, options: options)
+        try replacement.write(bytes)
+        beforeRename()
+        try replacement.commit()
+        try replacement.flushDirectory()
+    }
+
+    /// Renames `source` to `destination` (`rename`): atomic within one file system, and a
+    /// file or symbolic link at `destination` is replaced, not followed.
+    ///
+    /// - Throws: ``SystemCallError`` when the rename fails, e.g. `ENOENT` for a missing
+    ///   source or `EXDEV` across file systems.
+    public static func rename(_ source: String, to destination: String) throws {
+        _ = try retryingOnInterrupt("could not rename \(source) to \(destination) (rename)") {
+            Glibc.rename(source, destination)
         }
-        let descriptor = FileDescriptor(rawValue: raw)
-        do {
-            do {
-                defer { try? descriptor.close() }
-                _ = try retryingOnInterrupt("could not set the mode of \(temporary) to \(octal(mode)) (fchmod)") {
-                    fchmod(raw, mode)
-                }
-                try writeAll(bytes, to: descriptor, what: temporary)
-                _ = try retryingOnInterrupt("could not flush \(temporary) to disk (fsync)") { fsync(raw) }
+    }
+
+    /// The temporary file ``Options/perProcessTemporary`` names for `path` in this process:
+    /// `.NAME.tmp-PID` in the directory of `path`.
+    public static func temporaryPath(for path: String) -> String {
+        let name = lastComponent(of: path)
+        precondition(!name.isEmpty && name != "." && name != "..", "AtomicFile needs a file name, got \(path)")
+        return temporaryPrefix(for: path) + "\(getpid())"
+    }
+
+    /// `DIRECTORY/.NAME.tmp-`.
+    private static func temporaryPrefix(for path: String) -> String {
+        let directory = parentDirectory(of: path)
+        return (directory == "/" ? "/" : directory + "/") + ".\(lastComponent(of: path)).tmp-"
+    }
+
+    /// Unlinks the `.NAME.tmp-PID` files beside `path` whose process no longer exists
+    /// (best effort: a directory that cannot be read is skipped).
+    private static func removeStaleTemporaries(of path: String) {
+        let directory = parentDirectory(of: path)
+        let prefix = "." + lastComponent(of: path) + ".tmp-"
+        let directoryPrefix = directory == "/" ? "/" : directory + "/"
+        guard let stream = opendir(directory) else { return }
+        defer { closedir(stream) }
+        var stale: [String] = []
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
             }
-            _ = try retryingOnInterrupt("could not rename \(temporary) to \(path) (rename)") {
-                rename(temporary, path)
-            }
-        } catch {
-            _ = unlink(temporary)
-            throw error
+            guard name.hasPrefix(prefix), let pid = pid_t(name.dropFirst(prefix.count)), pid > 0, pid != getpid(),
+                  !ProcessSignal.isAlive(pid) else { continue }
+            stale.append(directoryPrefix + name)
         }
-        let directoryRaw = try retryingOnInterrupt("could not open the directory \(directory) to flush the rename of \(path) (open)") {
-            open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        }
-        defer { _ = Glibc.close(directoryRaw) }
-        _ = try retryingOnInterrupt("could not flush the directory \(directory) after renaming \(path) into it (fsync)") {
-            fsync(directoryRaw)
-        }
+        for file in stale { _ = unlink(file) }
     }
 }
 
