@@ -29,7 +29,7 @@ let package = Package(
         // PLC memory: areas, data blocks, address arithmetic over one flat byte region.
         .target(name: "PLCMemory", swiftSettings: commonSettings),
         // The configuration file (SPEC section 2) decoded into typed values.
-        .target(name: "S7Config", dependencies: ["PLCMemory", "S7Session", "S7Wire"], swiftSettings: commonSettings),
+        .target(name: "S7Config", dependencies: ["PLCMemory", "S7Session", "S7Wire", "S7Sys"], swiftSettings: commonSettings),
         // The per-connection state machine: bytes in, actions out.
         .target(name: "S7Session", dependencies: ["S7Wire", "PLCMemory"], swiftSettings: commonSettings),
         // The SwiftNIO server that serves a listening socket it is given.

@@ -1,4 +1,5 @@
 import Foundation
+import S7Sys
 
 /// A configuration file as a JSON tree, for editing one key at a time the way the editor saves
 /// a field when it loses focus: change, validate the whole file, write atomically.
@@ -210,7 +211,8 @@ public struct ConfigDocument {
     // MARK: - Saving
 
     /// Writes the file atomically: a temporary file in the same directory, fsync, rename over
-    /// the old file, fsync of the directory. On any error the old file is untouched.
+    /// the old file, fsync of the directory. On any error before the rename the old file is
+    /// untouched.
     ///
     /// The test hook `S7COMMD_TEST_PAUSE_BEFORE_RENAME` (seconds) waits between the fsync and
     /// the rename so a test can kill the process there.
@@ -218,54 +220,49 @@ public struct ConfigDocument {
         try Self.atomicWrite(data(), to: path)
     }
 
+    /// Replaces the file at `path` with `bytes` through S7Sys's `AtomicFile`: the temporary
+    /// file is `.NAME.tmp-PID` (those of processes that are gone are removed first), and the
+    /// new file keeps the mode, owner and group of the file it replaces (root:s7commd 0640
+    /// for the packaged file), so an edit by root never locks the service user out of its
+    /// configuration; a new file gets 0644.
+    ///
+    /// A directory that cannot be flushed after the rename is an error, as for the retained
+    /// data: a save that is not durable is not reported done. The file then already has the
+    /// new contents, and the error says so.
     public static func atomicWrite(_ bytes: Data, to path: String) throws(ConfigEditError) {
-        let url = URL(fileURLWithPath: path)
-        let directory = url.deletingLastPathComponent().path
-        let prefix = "." + url.lastPathComponent + ".tmp-"
-        // A save killed before its rename leaves its temporary file; remove those of dead processes.
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where name.hasPrefix(prefix) {
-            if let pid = Int32(name.dropFirst(prefix.count)), pid != getpid(), kill(pid, 0) != 0, errno == ESRCH {
-                unlink(directory + "/" + name)
-            }
+        // Absolute, so that the messages name the temporary file wherever the command runs.
+        let absolute = URL(fileURLWithPath: path).path
+        let temporary = AtomicFile.temporaryPath(for: absolute)
+        let replacement: AtomicFile.Replacement
+        do {
+            replacement = try AtomicFile.Replacement.begin(
+                replacing: absolute, mode: 0o644, options: [.keepingModeAndOwner, .perProcessTemporary])
+        } catch {
+            throw .io("cannot create \(temporary)", errorNumber(error))
         }
-        let temporary = directory + "/" + prefix + "\(getpid())"
-        var mode: mode_t = 0o644
-        var st = stat()
-        if stat(path, &st) == 0 { mode = st.st_mode & 0o7777 }
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw .io("cannot create \(temporary)", errno) }
-        var ok = bytes.withUnsafeBytes { raw -> Bool in
-            var offset = 0
-            while offset < raw.count {
-                let n = Foundation.write(fd, raw.baseAddress! + offset, raw.count - offset)
-                if n < 0 { if errno == EINTR { continue }; return false }
-                offset += n
-            }
-            return true
+        do {
+            try replacement.write([UInt8](bytes))
+        } catch {
+            throw .io("cannot write \(temporary)", errorNumber(error))
         }
-        let writeErrno = errno
-        if ok { ok = fsync(fd) == 0 }
-        close(fd)
-        guard ok else {
-            unlink(temporary)
-            throw .io("cannot write \(temporary)", writeErrno)
-        }
-        // Keep the owner and group of the file it replaces (root:s7commd 0640 for the packaged
-        // file), so an edit by root never locks the service user out of its configuration.
-        if stat(path, &st) == 0 { _ = chown(temporary, st.st_uid, st.st_gid) }
         if let pause = ProcessInfo.processInfo.environment["S7COMMD_TEST_PAUSE_BEFORE_RENAME"], let seconds = Double(pause) {
             usleep(UInt32(seconds * 1_000_000))
         }
-        guard rename(temporary, path) == 0 else {
-            let e = errno
-            unlink(temporary)
-            throw .io("cannot replace \(path)", e)
+        do {
+            try replacement.commit()
+        } catch {
+            throw .io("cannot replace \(path)", errorNumber(error))
         }
-        let dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dfd >= 0 {
-            fsync(dfd)
-            close(dfd)
+        do {
+            try replacement.flushDirectory()
+        } catch {
+            throw .io("\(path) was replaced but its directory cannot be flushed to disk, so the change may not survive a crash", errorNumber(error))
         }
+    }
+
+    /// The errno of a failed S7Sys call (`EIO` for an error that carries none).
+    private static func errorNumber(_ error: any Error) -> CInt {
+        (error as? SystemCallError)?.errno.rawValue ?? EIO
     }
 }
 
