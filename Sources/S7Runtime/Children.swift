@@ -229,8 +229,12 @@ public enum MemoryRole {
             }
             if !restored.isEmpty { logger.info("restored retained data of \(restored.joined(separator: ", ")) from \(store.path)") }
         } catch {
-            let aside = store.setAside()
-            logger.error("\(error); it was moved aside to \(aside) and NOT loaded: the retained blocks start zeroed. Inspect or delete that file.")
+            do {
+                let aside = try store.setAside()
+                logger.error("\(error); it was moved aside to \(aside) and NOT loaded: the retained blocks start zeroed. Inspect or delete that file.")
+            } catch let renameError {
+                logger.error("\(error); it was NOT loaded and could not be moved aside (\(renameError)), so it stays at \(store.path) and the next save replaces it: the retained blocks start zeroed. Copy it elsewhere now to inspect it.")
+            }
         }
     }
 

@@ -95,9 +95,12 @@ public struct RetainStore: Sendable {
     }
 
     /// Moves a corrupt file aside (never deletes it) and returns its new name.
-    public func setAside() -> String {
+    ///
+    /// - Throws: S7Sys's `SystemCallError` when the rename fails; the file then stays where
+    ///   it is.
+    public func setAside() throws -> String {
         let aside = path + ".corrupt-\(Int(Date().timeIntervalSince1970))"
-        rename(path, aside)
+        try AtomicFile.rename(path, to: aside)
         return aside
     }
 
