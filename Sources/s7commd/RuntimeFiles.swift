@@ -64,8 +64,8 @@ final class RuntimeFiles: @unchecked Sendable {
     func remove() {
         try? ExclusiveFile.replaceContents(stateFD, with: [])
         try? ExclusiveFile.replaceContents(pidFD, with: [])
-        unlink(statePath)
-        unlink(pidPath)
+        try? ExclusiveFile.remove(statePath)
+        try? ExclusiveFile.remove(pidPath)
         try? stateFD.close()
         try? pidFD.close()
     }

@@ -106,7 +106,7 @@ extension Run {
             reload: { live.reload(path: p.path, logger: logger).map { (WorkerSettings($0.0), $0.1) } })
         let status = try SupervisorLoop(setup: setup, plan: plan).run()
         for socket in [runtimeDirectory + "/control.sock", memorySocketPath] + (p.metricsSocket != nil ? [metricsSocketPath] : []) {
-            unlink(socket)
+            try? LocalSocket.remove(path: socket)
         }
         logger.info("stopped")
         return status
@@ -164,7 +164,7 @@ extension Run {
         await server?.shutdown()
         withExtendedLifetime(memory) {}
         for socket in [runtimeDirectory + "/control.sock", memorySocketPath] + (p.metricsSocket != nil ? [metricsSocketPath] : []) {
-            unlink(socket)
+            try? LocalSocket.remove(path: socket)
         }
         logger.info("stopped")
     }
