@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PLCMemory
+import S7Sys
 import S7Wire
 
 #if canImport(Glibc)
@@ -10,7 +11,7 @@ import Glibc
 /// A blocking S7 client over one TCP socket; every wait is bounded by `timeout`.
 struct ProbeClient {
     var timeout: Double
-    private var fd: Int32 = -1
+    private var connection: TCPConnection?
     private var pduReference: UInt16 = 0
     private var closedBecause: String?
     private var endpoint = ""
@@ -19,8 +20,8 @@ struct ProbeClient {
     init(timeout: Double) { self.timeout = timeout }
 
     mutating func close() {
-        if fd >= 0 { Glibc.close(fd) }
-        fd = -1
+        connection?.close()
+        connection = nil
     }
 
     private var timeoutText: String { timeout == timeout.rounded() ? "\(Int(timeout)) s" : "\(timeout) s" }
@@ -29,59 +30,23 @@ struct ProbeClient {
 
     mutating func connect(_ e: ProbeEndpoint, _ report: inout ProbeReport) throws {
         endpoint = e.description
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var list: UnsafeMutablePointer<addrinfo>?
-        let rc = getaddrinfo(e.host, String(e.port), &hints, &list)
-        guard rc == 0, let first = list else {
+        let addresses: [TCPConnection.Address]
+        switch TCPConnection.resolve(host: e.host, port: Int(e.port)) {
+        case .addresses(let found):
+            addresses = found
+        case .failed(let message):
             throw ProbeFailure(
-                stage: "resolve", what: "cannot resolve \(e.host): \(String(cString: gai_strerror(rc)))",
+                stage: "resolve", what: "cannot resolve \(e.host): \(message)",
                 why: "the name is not in DNS or /etc/hosts, or this host has no name service",
                 fix: "give the CPU's IP address (e.g. 192.168.0.1), or fix the name in DNS or /etc/hosts")
         }
-        defer { freeaddrinfo(list) }
-        var lastError: Int32 = 0
-        var timedOut = false
-        var node: UnsafeMutablePointer<addrinfo>? = first
-        while let ai = node {
-            node = ai.pointee.ai_next
-            let s = socket(ai.pointee.ai_family, ai.pointee.ai_socktype, ai.pointee.ai_protocol)
-            guard s >= 0 else { lastError = errno; continue }
-            let flags = fcntl(s, F_GETFL, 0)
-            _ = fcntl(s, F_SETFL, flags | O_NONBLOCK)
-            var err: Int32 = 0
-            if Glibc.connect(s, ai.pointee.ai_addr, ai.pointee.ai_addrlen) != 0 {
-                err = errno
-                if err == EINPROGRESS {
-                    var p = pollfd(fd: s, events: Int16(POLLOUT), revents: 0)
-                    let n = poll(&p, 1, Int32(timeout * 1000))
-                    if n == 0 {
-                        err = ETIMEDOUT
-                        timedOut = true
-                    } else if n < 0 {
-                        err = errno
-                    } else {
-                        var soError: Int32 = 0
-                        var len = socklen_t(Swift.MemoryLayout<Int32>.size)
-                        getsockopt(s, SOL_SOCKET, SO_ERROR, &soError, &len)
-                        err = soError
-                    }
-                }
-            }
-            if err != 0 {
-                lastError = err
-                Glibc.close(s)
-                continue
-            }
-            _ = fcntl(s, F_SETFL, flags)
-            var one: Int32 = 1
-            setsockopt(s, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(Swift.MemoryLayout<Int32>.size))
-            fd = s
-            report.connectedAddress = Self.numericHost(ai.pointee.ai_addr, ai.pointee.ai_addrlen)
-            break
+        do {
+            let connected = try TCPConnection.connect(to: addresses, timeoutMilliseconds: Int(timeout * 1000))
+            connection = connected
+            report.connectedAddress = connected.peer.numericHost
+        } catch let error as SystemCallError {
+            throw connectFailure(e, error.errno.rawValue)
         }
-        guard fd >= 0 else { throw connectFailure(e, lastError, timedOut: timedOut) }
 
         // COTP: connect to the CPU's TSAP.
         let called = report.calledTSAP
@@ -114,14 +79,7 @@ struct ProbeClient {
         }
     }
 
-    static func numericHost(_ addr: UnsafeMutablePointer<sockaddr>?, _ len: socklen_t) -> String? {
-        guard let addr else { return nil }
-        var buffer = [CChar](repeating: 0, count: Int(NI_MAXHOST))
-        guard getnameinfo(addr, len, &buffer, socklen_t(buffer.count), nil, 0, NI_NUMERICHOST) == 0 else { return nil }
-        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-
-    private func connectFailure(_ e: ProbeEndpoint, _ err: Int32, timedOut: Bool) -> ProbeFailure {
+    private func connectFailure(_ e: ProbeEndpoint, _ err: Int32) -> ProbeFailure {
         let port = e.port
         switch err {
         case ECONNREFUSED:
@@ -308,17 +266,13 @@ struct ProbeClient {
     }
 
     private mutating func send(_ bytes: [UInt8], stage: String) throws {
-        guard fd >= 0 else { throw lost(stage, closedBecause ?? "not connected") }
-        var sent = 0
-        while sent < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress! + sent, bytes.count - sent, Int32(MSG_NOSIGNAL)) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                let why = "sending failed: \(String(cString: strerror(errno)))"
-                closedBecause = why
-                throw lost(stage, why)
-            }
-            sent += n
+        guard let connection else { throw lost(stage, closedBecause ?? "not connected") }
+        do {
+            try connection.send(all: bytes)
+        } catch let error as SystemCallError {
+            let why = "sending failed: \(String(cString: strerror(error.errno.rawValue)))"
+            closedBecause = why
+            throw lost(stage, why)
         }
     }
 
@@ -331,35 +285,36 @@ struct ProbeClient {
 
     /// Reads exactly `count` bytes, waiting at most `timeout` in all.
     private mutating func receive(_ count: Int, deadline: Double, stage: String) throws -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: count)
-        var got = 0
-        while got < count {
+        guard let connection else { throw lost(stage, closedBecause ?? "not connected") }
+        var out: [UInt8] = []
+        out.reserveCapacity(count)
+        while out.count < count {
             let left = deadline - Self.now()
-            var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = left <= 0 ? 0 : poll(&p, 1, Int32(max(1, left * 1000)))
-            if ready < 0, errno == EINTR { continue }
-            if ready == 0 {
+            let received: TCPConnection.Received
+            do {
+                received = left <= 0 ? .timedOut
+                    : try connection.receive(max: count - out.count, timeoutMilliseconds: max(1, Int(left * 1000)))
+            } catch let error as SystemCallError {
+                let why = String(cString: strerror(error.errno.rawValue))
+                closedBecause = "connection lost: \(why)"
+                if stage == "cotp" { throw ProbeFailure(stage: "cotp-closed", what: why, why: "", fix: "") }
+                throw lost(stage, why)
+            }
+            switch received {
+            case .bytes(let bytes):
+                out.append(contentsOf: bytes)
+            case .timedOut:
                 throw ProbeFailure(
                     stage: stage, what: "\(endpoint) did not answer within \(timeoutText)\(stage == "cotp" ? " (COTP connection request)" : "")",
                     why: stage == "cotp"
                         ? "the service on that port accepted TCP but does not speak ISO-on-TCP (RFC 1006), or it is overloaded"
                         : "the server does not implement this request, or it is overloaded",
                     fix: stage == "cotp" ? "check the port (S7 uses 102); a slow link may need a longer --timeout" : "try a longer --timeout")
-            }
-            let n = out.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, count - got, 0) }
-            if n < 0 {
-                if errno == EINTR || errno == EAGAIN { continue }
-                let why = String(cString: strerror(errno))
-                closedBecause = "connection lost: \(why)"
-                if stage == "cotp" { throw ProbeFailure(stage: "cotp-closed", what: why, why: "", fix: "") }
-                throw lost(stage, why)
-            }
-            if n == 0 {
+            case .closed:
                 closedBecause = "the server closed the connection"
                 if stage == "cotp" { throw ProbeFailure(stage: "cotp-closed", what: "closed", why: "", fix: "") }
                 throw lost(stage, "the server closed the connection")
             }
-            got += n
         }
         return out
     }
