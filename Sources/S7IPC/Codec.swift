@@ -176,3 +176,16 @@ extension IPCMessage {
         return message
     }
 }
+
+/// A message set with a table of what may arrive in each phase of its channel.
+public protocol IPCPhasedMessage: IPCMessage {
+    /// Whether this message may arrive while the channel is in `phase`.
+    func allowed(in phase: ChannelPhase) -> Bool
+}
+
+extension IPCPhasedMessage {
+    /// Refuses this message with a typed error when the table does not allow it in `phase`.
+    public func check(in phase: ChannelPhase) throws(IPCError) {
+        guard allowed(in: phase) else { throw .notAllowed(message: kind, state: phase.description) }
+    }
+}

@@ -20,7 +20,7 @@ public struct WorkerStart: Equatable, Sendable {
 }
 
 /// Supervisor → S7 worker.
-public enum SupervisorToWorker: IPCMessage {
+public enum SupervisorToWorker: IPCPhasedMessage {
     case serve(WorkerStart)
     /// Apply these live settings to connections opened from now on.
     case reload(WorkerSettings)
@@ -122,7 +122,7 @@ public enum SupervisorToWorker: IPCMessage {
 }
 
 /// S7 worker → supervisor.
-public enum WorkerToSupervisor: IPCMessage {
+public enum WorkerToSupervisor: IPCPhasedMessage {
     /// Serving (or idle when there is no listener): the answer to `serve`.
     case serving
     /// The answer to `reload`.
@@ -202,7 +202,7 @@ public struct MemoryStart: Equatable, Sendable {
 }
 
 /// Supervisor → memory process.
-public enum SupervisorToMemory: IPCMessage {
+public enum SupervisorToMemory: IPCPhasedMessage {
     case prepare(MemoryStart)
     /// Save retained data and exit.
     case stop
@@ -254,7 +254,7 @@ public enum SupervisorToMemory: IPCMessage {
 }
 
 /// Memory process → supervisor.
-public enum MemoryToSupervisor: IPCMessage {
+public enum MemoryToSupervisor: IPCPhasedMessage {
     /// The segment is laid out (and restored); it comes attached.
     case ready(size: Int)
 
@@ -281,7 +281,7 @@ public enum MemoryToSupervisor: IPCMessage {
 }
 
 /// `s7commd status` → supervisor, on control.sock: one request per connection.
-public enum ControlRequest: IPCMessage {
+public enum ControlRequest: IPCPhasedMessage {
     case status
 
     public static let sender = "control client"
@@ -320,7 +320,7 @@ public enum ControlReply: IPCMessage {
 }
 
 /// A PLC program or `s7commd mem` → memory process, on memory.sock: one request per connection.
-public enum MemoryClientRequest: IPCMessage {
+public enum MemoryClientRequest: IPCPhasedMessage {
     case attach
 
     public static let sender = "memory client"

@@ -75,9 +75,11 @@ final class SupervisorChannel<M: IPCMessage>: @unchecked Sendable {
     }
 
     /// Ends the child when `message` is not in its table for `phase`.
-    func check(_ allowed: Bool, _ message: M, _ phase: ChannelPhase) {
-        guard allowed else {
-            logger.critical("\(role): the supervisor sent \(message.kind) while \(phase), outside the protocol; exiting with status \(ChildExitStatus.protocolViolation.rawValue)")
+    func check(_ message: M, in phase: ChannelPhase) where M: IPCPhasedMessage {
+        do {
+            try message.check(in: phase)
+        } catch {
+            logger.critical("\(role): the supervisor sent a message outside the protocol (\(error)); exiting with status \(ChildExitStatus.protocolViolation.rawValue)")
             exit(ChildExitStatus.protocolViolation.rawValue)
         }
     }
@@ -103,7 +105,7 @@ public enum WorkerRole {
                 await server?.shutdown()
                 return ChildExitStatus.stopped.rawValue
             }
-            channel.check(message.allowed(in: phase), message, phase)
+            channel.check(message, in: phase)
             switch message {
             case .serve(let start):
                 phase = .running
@@ -175,7 +177,7 @@ public enum MemoryRole {
                 finalSave()
                 return ChildExitStatus.stopped.rawValue
             }
-            channel.check(message.allowed(in: phase), message, phase)
+            channel.check(message, in: phase)
             guard case .prepare(let start) = message else {
                 logger.info("memory process: stopping")
                 finalSave()

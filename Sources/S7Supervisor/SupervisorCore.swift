@@ -157,8 +157,10 @@ public struct SupervisorCore: Sendable {
             out += scheduleRestart(role, now, "could not be started: \(why)")
         case .fromMemory(let pid, let message):
             guard var child = current(.memory, pid) else { break }
-            guard message.allowed(in: child.phase) else {
-                out += kill(.memory, child, now, "sent a \(message.kind) message while \(child.phase)")
+            do {
+                try message.check(in: child.phase)
+            } catch {
+                out += kill(.memory, child, now, "sent a message outside the protocol (\(error))")
                 break
             }
             child.phase = .running
@@ -167,8 +169,10 @@ public struct SupervisorCore: Sendable {
             if slots[.worker]?.child == nil, state == .running { out.append(.spawn(.worker)) }
         case .fromWorker(let pid, let message):
             guard var child = current(.worker, pid) else { break }
-            guard message.allowed(in: child.phase) else {
-                out += kill(.worker, child, now, "sent a \(message.kind) message while \(child.phase)")
+            do {
+                try message.check(in: child.phase)
+            } catch {
+                out += kill(.worker, child, now, "sent a message outside the protocol (\(error))")
                 break
             }
             switch message {

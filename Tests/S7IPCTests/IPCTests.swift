@@ -172,6 +172,18 @@ struct IPCTableTests {
         }
     }
 
+    @Test func wrongStateIsATypedError() throws {
+        #expect(throws: IPCError.notAllowed(message: "serving", state: "running")) { try WorkerToSupervisor.serving.check(in: .running) }
+        #expect(throws: IPCError.notAllowed(message: "reloaded", state: "starting")) { try WorkerToSupervisor.reloaded.check(in: .starting) }
+        #expect(throws: IPCError.notAllowed(message: "serve", state: "running")) { try toWorker[0].check(in: .running) }
+        #expect(throws: IPCError.notAllowed(message: "prepare", state: "stopping")) { try toMemory[0].check(in: .stopping) }
+        #expect(throws: IPCError.notAllowed(message: "ready", state: "running")) { try MemoryToSupervisor.ready(size: 1).check(in: .running) }
+        #expect(throws: IPCError.notAllowed(message: "attach", state: "running")) { try MemoryClientRequest.attach.check(in: .running) }
+        try WorkerToSupervisor.serving.check(in: .starting)
+        try SupervisorToWorker.stop.check(in: .running)
+        #expect(IPCError.notAllowed(message: "serving", state: "running").description == "a serving message is not allowed while running")
+    }
+
     @Test func theMemoryProcessSaysReadyOnce() {
         #expect(MemoryToSupervisor.ready(size: 1).allowed(in: .starting))
         #expect(!MemoryToSupervisor.ready(size: 1).allowed(in: .running))

@@ -83,7 +83,7 @@ struct SupervisorCoreTests {
         // 'serving' again, while running: outside the table.
         let out = h.on(.fromWorker(pid: 11, .serving))
         #expect(sends(out) == ["kill:11"])
-        #expect(logs(out).contains { $0.contains("S7 worker (pid 11) sent a serving message while running; killed it (SIGKILL) and forgot it; restarting it in 0.1 s") })
+        #expect(logs(out).contains { $0.contains("S7 worker (pid 11) sent a message outside the protocol (a serving message is not allowed while running); killed it (SIGKILL) and forgot it; restarting it in 0.1 s") })
         // Forgotten: its later messages and its exit change nothing.
         #expect(h.on(.fromWorker(pid: 11, .reloaded)).isEmpty)
         #expect(sends(h.on(.exited(pid: 11, .signaled(9)))).isEmpty)
