@@ -267,7 +267,7 @@ func readFileText(_ path: String) throws -> String {
         #expect(fileStatus(path).map { $0.st_mode & 0o7777 } == 0o600)
         try AtomicFile.write([], to: path, mode: 0o600)
         #expect(try readFileText(path) == "")
-        #expect(try entries(of: temporary.path) == ["state.json"])
+        #expect(try directoryEntries(temporary.path) == ["state.json"])
     }
 
     @Test func aSymbolicLinkAtThePathIsReplacedNotFollowed() throws {
@@ -291,21 +291,6 @@ func readFileText(_ path: String) throws -> String {
         } throws: { error in
             (error as? SystemCallError)?.errno == .noSuchFileOrDirectory
         }
-        #expect(try entries(of: temporary.path) == [])
-    }
-
-    private func entries(of directory: String) throws -> [String] {
-        guard let handle = opendir(directory) else {
-            throw SystemCallError("could not list \(directory) (opendir)", errno: Errno(rawValue: errno))
-        }
-        defer { closedir(handle) }
-        var names: [String] = []
-        while let entry = readdir(handle) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { bytes in
-                String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if name != "." && name != ".." { names.append(name) }
-        }
-        return names.sorted()
+        #expect(try directoryEntries(temporary.path) == [])
     }
 }
