@@ -71,11 +71,13 @@ let package = Package(
         .target(name: "S7commdPLC"),
         // libcap from Debian's libcap-dev.
         .systemLibrary(name: "CLibcap", pkgConfig: "libcap", providers: [.apt(["libcap-dev"])]),
+        // libseccomp from Debian's libseccomp-dev, for the children's system-call allow-lists.
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
         // Typed, thin syscalls for the privilege-separated runtime: descriptor passing, sealed
         // shared memory, robust mutex and seqlock, capabilities and demotion, posix_spawn.
         .target(
             name: "S7Sys",
-            dependencies: ["CS7Sys", "CLibcap", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: ["CS7Sys", "CLibcap", "CSeccomp", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: commonSettings
         ),
         // The closed message sets between the supervisor, its children and local clients, in a

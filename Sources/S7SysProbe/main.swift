@@ -11,6 +11,10 @@
 //                    descriptors and the whole environment
 //   reap-any         spawn this program with `exit 7`, reap it with Spawn.reapAny and print it
 //   exit STATUS      exit with STATUS at once
+//   seccomp WHAT     install an allow-list of write and exit_group only (plus mmap without
+//                    PROT_EXEC, and chdir failing with EACCES), then: `allowed` writes a line
+//                    and exits 0; `socket` calls socket(2); `exec-mapping` maps PROT_EXEC;
+//                    `plain-mapping` maps without it; `chdir` prints chdir's result and errno
 
 #if canImport(Glibc)
 import Glibc
@@ -160,6 +164,38 @@ func reapAny() throws {
     print("then: \(try Spawn.reapAny().map { "pid \($0.pid)" } ?? "none")")
 }
 
+/// Writes `text` with write(2) alone (print could make calls the filter does not allow).
+func say(_ text: String) {
+    _ = try? FileDescriptor.standardOutput.writeAll(Array((text + "\n").utf8))
+}
+
+func seccomp(_ what: String) throws -> Never {
+    let filter = try SeccompFilter()
+    try filter.allow(["write", "exit_group"])
+    try filter.allow("mmap", whenArgument: 2, hasNoBitsOf: UInt64(PROT_EXEC))
+    try filter.fail("chdir", with: .permissionDenied)
+    try filter.load()
+    switch what {
+    case "allowed":
+        say("allowed: wrote after the filter")
+    case "socket":
+        let fd = socket(AF_INET, CInt(SOCK_STREAM.rawValue), 0)
+        say("socket returned \(fd)")
+    case "exec-mapping":
+        let mapped = mmap(nil, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        say("mmap PROT_EXEC returned \(String(describing: mapped))")
+    case "plain-mapping":
+        let mapped = mmap(nil, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        say("mmap without PROT_EXEC \(mapped == MAP_FAILED ? "failed" : "worked")")
+    case "chdir":
+        let result = chdir("/")
+        say("chdir returned \(result), errno \(errno)")
+    default:
+        say("unknown seccomp case \(what)")
+    }
+    _exit(0)
+}
+
 let arguments = CommandLine.arguments.dropFirst()
 do {
     switch (arguments.first, arguments.count) {
@@ -170,7 +206,8 @@ do {
     case ("describe", 1): try describe()
     case ("reap-any", 1): try reapAny()
     case ("exit", 2): exit(CInt(arguments.last!) ?? 1)
-    default: fail("usage: S7SysProbe demote USER | receive-fd | peercred | hold-mutex | describe | reap-any | exit STATUS")
+    case ("seccomp", 2): try seccomp(arguments.last!)
+    default: fail("usage: S7SysProbe demote USER | receive-fd | peercred | hold-mutex | describe | reap-any | exit STATUS | seccomp WHAT")
     }
 } catch {
     fail("\(error)")

@@ -28,7 +28,7 @@ def closure(name):
 
 def test_the_supervisor_links_no_nio_prometheus_or_protocol_target():
     targets, products = closure("S7Supervisor")
-    assert targets == {"S7IPC", "S7Sys", "PLCMemory", "CS7Sys", "CLibcap"}, targets
+    assert targets == {"S7IPC", "S7Sys", "PLCMemory", "CS7Sys", "CLibcap", "CSeccomp"}, targets
     assert not products & NETWORK_PACKAGES, products
     assert products <= {"SystemPackage"}, products
     assert not targets & PROTOCOL_TARGETS, targets
@@ -36,7 +36,7 @@ def test_the_supervisor_links_no_nio_prometheus_or_protocol_target():
 
 def test_the_plc_client_library_depends_only_on_memory_sys_and_ipc():
     targets, products = closure("PLCMemoryClient")
-    assert targets <= {"PLCMemory", "S7Sys", "S7IPC", "CS7Sys", "CLibcap"}, targets
+    assert targets <= {"PLCMemory", "S7Sys", "S7IPC", "CS7Sys", "CLibcap", "CSeccomp"}, targets
     assert products <= {"SystemPackage"}, products
     described = json.loads(subprocess.run(["swift", "package", "describe", "--type", "json"], cwd=REPO,
                                           capture_output=True, text=True, check=True, timeout=120).stdout)

@@ -1,0 +1,25 @@
+// libseccomp (Debian's libseccomp-dev) for Swift. The rule macros (SCMP_A2 and friends) build
+// structs in variadic calls Swift cannot make, so the few shapes s7commd uses are functions here.
+#ifndef CSECCOMP_SHIM_H
+#define CSECCOMP_SHIM_H
+#include <seccomp.h>
+#include <stdint.h>
+
+/// The action that kills the whole process (SCMP_ACT_KILL_PROCESS).
+static inline uint32_t cseccomp_act_kill_process(void) { return SCMP_ACT_KILL_PROCESS; }
+static inline uint32_t cseccomp_act_allow(void) { return SCMP_ACT_ALLOW; }
+/// Fails the call with `error` (SCMP_ACT_ERRNO).
+static inline uint32_t cseccomp_act_errno(uint16_t error) { return SCMP_ACT_ERRNO(error); }
+
+/// Allows `syscall` when argument `arg` has none of the bits of `mask` set.
+static inline int cseccomp_allow_if_bits_clear(scmp_filter_ctx ctx, int syscall, unsigned int arg, uint64_t mask) {
+    struct scmp_arg_cmp cmp = {arg, SCMP_CMP_MASKED_EQ, mask, 0};
+    return seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, syscall, 1, &cmp);
+}
+
+/// Allows `syscall` when argument `arg` equals `value`.
+static inline int cseccomp_allow_if_equal(scmp_filter_ctx ctx, int syscall, unsigned int arg, uint64_t value) {
+    struct scmp_arg_cmp cmp = {arg, SCMP_CMP_EQ, value, 0};
+    return seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, syscall, 1, &cmp);
+}
+#endif
