@@ -28,7 +28,10 @@ public enum IPC {
         } catch let error as UnixMessageError {
             switch error {
             case .messageTruncated: throw .messageTooLarge(size: IPCLimits.messageSize + 1, limit: IPCLimits.messageSize)
-            default: throw .unexpectedDescriptors(message: "\(M.sender)'s", received: maxDescriptors + 1, expected: maxDescriptors)
+            case .tooManyDescriptors(let received, _):
+                throw .unexpectedDescriptors(message: "\(M.sender)'s", received: received, expected: maxDescriptors)
+            case .controlDataTruncated:  // more than fit: the count itself was cut off
+                throw .unexpectedDescriptors(message: "\(M.sender)'s", received: maxDescriptors + 1, expected: maxDescriptors)
             }
         } catch let error as SystemCallError where error.errno == .resourceTemporarilyUnavailable {
             throw .wouldBlock

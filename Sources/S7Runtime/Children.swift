@@ -132,8 +132,7 @@ public enum WorkerRole {
                 try channel.send(WorkerToSupervisor.reloaded)
             case .statusRequest(let id):
                 let snapshot = listeningServer ? server?.snapshot() : nil
-                let json = snapshot.map { SupervisorStatus.encodeSnapshot($0) } ?? Array("null".utf8)
-                try channel.send(WorkerToSupervisor.status(id: id, snapshot: json.count <= IPCLimits.snapshot ? json : Array("null".utf8)))
+                try channel.send(WorkerToSupervisor.status(id: id, snapshot: SupervisorStatus.encodeSnapshot(snapshot)))
             case .restarts(let worker, let memory):
                 server?.metrics?.setRestarts(["worker": worker, "memory": memory])
             case .stop:

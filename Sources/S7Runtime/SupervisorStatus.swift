@@ -42,7 +42,7 @@ public struct SupervisorStatus: Codable, Equatable, Sendable {
         }
         server = report.workerSnapshot.flatMap(Self.decodeSnapshot)
         workerProblem = report.workerProblem
-            ?? (report.workerSnapshot != nil && server == nil && report.workerSnapshot != Array("null".utf8) ? "the S7 worker's status was not readable" : nil)
+            ?? (report.workerSnapshot != nil && server == nil && report.workerSnapshot != Self.noSnapshot ? "the S7 worker's status was not readable" : nil)
     }
 
     static var encoder: JSONEncoder {
@@ -53,9 +53,14 @@ public struct SupervisorStatus: Codable, Equatable, Sendable {
         return e
     }
 
-    /// The worker's snapshot as it travels to the supervisor, which relays it unparsed.
-    static func encodeSnapshot(_ s: ServerSnapshot) -> [UInt8] {
-        (try? encoder.encode(s)).map { Array($0) } ?? Array("null".utf8)
+    /// What the worker sends when it serves no listener (JSON null).
+    static let noSnapshot = Array("null".utf8)
+
+    /// The worker's snapshot as it travels to the supervisor, which relays it unparsed; one
+    /// that cannot be encoded or is over the message bound travels as ``noSnapshot``.
+    static func encodeSnapshot(_ s: ServerSnapshot?) -> [UInt8] {
+        guard let s, let json = try? encoder.encode(s), json.count <= IPCLimits.snapshot else { return noSnapshot }
+        return Array(json)
     }
 
     static func decodeSnapshot(_ json: [UInt8]) -> ServerSnapshot? {

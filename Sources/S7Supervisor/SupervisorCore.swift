@@ -244,26 +244,32 @@ public struct SupervisorCore: Sendable {
     /// SIGKILL, forget, log why, restart with back-off (unless stopping).
     private mutating func kill(_ role: ChildRole, _ child: Child, _ now: Instant, _ why: String) -> [Action] {
         forgotten.insert(child.pid)
-        var out: [Action] = [.kill(role, pid: child.pid)] + answerPendingStatus(role, child, now)
-        if case .stopping = state {
-            slots[role] = .down(restartAt: nil)
-            out.append(.log(.error, "\(role) (pid \(child.pid)) \(why); killed it"))
-            return out + stopNext(now)
-        }
-        restarts[role, default: 0] += 1
-        return out + scheduleRestart(role, now, "(pid \(child.pid)) \(why); killed it (SIGKILL) and forgot it", uptime: now.monotonicMs - child.started.monotonicMs)
+        return [.kill(role, pid: child.pid)]
+            + gone(role, child, now, whileStopping: (.error, "\(role) (pid \(child.pid)) \(why); killed it"),
+                   otherwise: "(pid \(child.pid)) \(why); killed it (SIGKILL) and forgot it")
     }
 
     private mutating func childEnded(_ role: ChildRole, _ child: Child, _ termination: Spawn.Termination, _ now: Instant) -> [Action] {
-        let answers = answerPendingStatus(role, child, now)
-        if case .stopping = state {
-            slots[role] = .down(restartAt: nil)
-            return answers + [.log(.info, "\(role) (pid \(child.pid)) stopped: \(termination)")] + stopNext(now)
-        }
-        restarts[role, default: 0] += 1
         let uptime = now.monotonicMs - child.started.monotonicMs
         let kept = role == .worker ? " (the listening socket stays open; clients reconnect)" : " (the PLC memory segment is kept)"
-        return answers + scheduleRestart(role, now, "(pid \(child.pid)) \(termination) after \(seconds(uptime)) s\(kept)", uptime: uptime)
+        return gone(role, child, now, whileStopping: (.info, "\(role) (pid \(child.pid)) stopped: \(termination)"),
+                    otherwise: "(pid \(child.pid)) \(termination) after \(seconds(uptime)) s\(kept)")
+    }
+
+    /// A child is gone (it ended, or was killed and forgotten): a worker's pending status
+    /// requests are answered, and the child is restarted with back-off, or, while stopping,
+    /// the next one is told to stop.
+    private mutating func gone(_ role: ChildRole, _ child: Child, _ now: Instant,
+                               whileStopping: (Level, String), otherwise what: String) -> [Action] {
+        slots[role] = .down(restartAt: nil)
+        var out: [Action] = []
+        if role == .worker {
+            out = pendingStatus.map { .reply(client: $0.client, report(now, snapshot: nil, problem: "the S7 worker (pid \(child.pid)) ended before it answered")) }
+            pendingStatus.removeAll()
+        }
+        if case .stopping = state { return out + [.log(whileStopping.0, whileStopping.1)] + stopNext(now) }
+        restarts[role, default: 0] += 1
+        return out + scheduleRestart(role, now, what, uptime: now.monotonicMs - child.started.monotonicMs)
     }
 
     private mutating func scheduleRestart(_ role: ChildRole, _ now: Instant, _ what: String, uptime: Int64 = 0) -> [Action] {
@@ -307,14 +313,6 @@ public struct SupervisorCore: Sendable {
             out.append(.reply(client: entry.client, report(now, snapshot: nil, problem: "the S7 worker\(pid) is not answering (no status within \(seconds(Self.statusTimeoutMs)) s)")))
         }
         return out
-    }
-
-    /// A worker that ends owes no answer: its pending status requests are answered now.
-    private mutating func answerPendingStatus(_ role: ChildRole, _ child: Child, _ now: Instant) -> [Action] {
-        guard role == .worker else { return [] }
-        defer { pendingStatus.removeAll() }
-        slots[.worker] = .down(restartAt: nil)
-        return pendingStatus.map { .reply(client: $0.client, report(now, snapshot: nil, problem: "the S7 worker (pid \(child.pid)) ended before it answered")) }
     }
 
     private func reportRestarts() -> [Action] {

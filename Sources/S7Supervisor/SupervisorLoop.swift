@@ -175,7 +175,6 @@ public final class SupervisorLoop {
             try IPC.send(message, descriptors: descriptors, on: channel.socket)
         } catch .wouldBlock {
             // Its end is non-blocking: a child that stops reading cannot stall the supervisor.
-            close(role)
             feed(.misbehaved(role, pid: channel.pid, "does not read its channel (no room for a \(message.kind) message)"))
         } catch {
             // The child is gone or going: its exit (or closed channel) is the event that counts.
@@ -230,7 +229,6 @@ public final class SupervisorLoop {
         func verified() -> Bool {
             if channel.verified { return true }
             if let problem = ProcessStatus.privilegeProblem(pid: pid, uid: getuid(), gid: getgid()) {
-                close(role)
                 feed(.misbehaved(role, pid: pid, problem))
                 return false
             }
@@ -257,7 +255,7 @@ public final class SupervisorLoop {
         } catch .wouldBlock {
             return  // poll woke without a message: nothing to read yet
         } catch {
-            close(role)
+            // The core's kill action closes the channel.
             feed(.misbehaved(role, pid: pid, "sent a message outside the protocol (\(error))"))
         }
     }

@@ -84,6 +84,8 @@ struct Run: ParsableCommand {
         var metricsSocket: SystemPackage.FileDescriptor?
         var controlSocket: SystemPackage.FileDescriptor?
         var memorySocket: SystemPackage.FileDescriptor?
+        /// Whether any region is retained (then the memory process keeps retain.bin in --state-dir).
+        var retains: Bool
         /// Whom control.sock and memory.sock trust besides root: the service user and its group.
         var service: (uid: uid_t, gid: gid_t)
         var logger: Logger
@@ -121,6 +123,10 @@ struct Run: ParsableCommand {
             printError("configuration \(source) cannot be laid out in memory: \(error)\nNothing was started.")
             throw ExitCode(StartFailure.configuration.rawValue)
         }
+        if let program = workerProgram, !program.hasPrefix("/") {
+            printError("--worker-program \(program) must be an absolute path\nNothing was started.")
+            throw ExitCode(StartFailure.configuration.rawValue)
+        }
         // As root, the service user must exist before anything is bound or created.
         let service = try serviceIdentity()
         logger.info("s7commd \(S7CommdVersion.current) serving \(source)")
@@ -156,7 +162,8 @@ struct Run: ParsableCommand {
         let metricsSocket = settings.metrics.enabled
             ? Self.localSocket(metricsSocketPath, group: group, kind: .stream, what: "metrics are not served on the Unix socket", logger) : nil
         // --single-process keeps PLC memory in the process and retains nothing.
-        if !singleProcess, !RetainStore.retained(layout).isEmpty {
+        let retains = !RetainStore.retained(layout).isEmpty
+        if !singleProcess, retains {
             try StartChecks.stateDirectory(stateDir, layout: layout, service: service, user: user, logger: logger)
         }
         try dropPrivileges(service, logger)
@@ -172,7 +179,7 @@ struct Run: ParsableCommand {
         }
         return Prepared(settings: settings, path: path, source: source, listener: listener, metricsListener: metricsListener,
                         metricsSocket: metricsSocket, controlSocket: controlSocket, memorySocket: memorySocket,
-                        service: service, logger: logger, files: files)
+                        retains: retains, service: service, logger: logger, files: files)
     }
 
     /// The pid file's directory: control.sock, memory.sock and metrics.sock live there.

@@ -77,15 +77,9 @@ extension Run {
         let (metrics, places) = metricsListeners(p)
         let journal = ProcessInfo.processInfo.environment["JOURNAL_STREAM"] != nil
         let common = ["--log-level", logLevel] + (journal ? ["--journal"] : [])
-        let memory = p.settings.memory
         let plan = SupervisorCore.Plan(
-            settings: WorkerSettings(p.settings), memory: memory,
-            stateDirectory: RetainStore.retained(try PLCMemory.MemoryLayout(memory)).isEmpty ? nil : stateDir,
+            settings: WorkerSettings(p.settings), memory: p.settings.memory, stateDirectory: p.retains ? stateDir : nil,
             listening: p.listener != nil, metricsListeners: metrics.count, attachSocket: p.memorySocket != nil, metrics: places)
-        if let program = workerProgram, !program.hasPrefix("/") {
-            printError("--worker-program \(program) must be an absolute path\nNothing was started.")
-            throw ExitCode(StartFailure.configuration.rawValue)
-        }
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let setup = SupervisorLoop.Setup(
             executables: [.worker: workerProgram ?? executable, .memory: executable],
@@ -105,9 +99,7 @@ extension Run {
             relay: { line in _ = try? FileDescriptor.standardError.writeAll(line + [0x0A]) },
             reload: { live.reload(path: p.path, logger: logger).map { (WorkerSettings($0.0), $0.1) } })
         let status = try SupervisorLoop(setup: setup, plan: plan).run()
-        for socket in [runtimeDirectory + "/control.sock", memorySocketPath] + (p.metricsSocket != nil ? [metricsSocketPath] : []) {
-            try? LocalSocket.remove(path: socket)
-        }
+        removeSockets(p)
         logger.info("stopped")
         return status
     }
@@ -141,7 +133,8 @@ extension Run {
         let memory = try FlatMemory(settings.memory)
         var server: S7Server?
         if p.listener != nil || !metrics.isEmpty {
-            server = S7Server(settings: WorkerSettings(settings).server, session: WorkerSettings(settings).session(clock: localClock),
+            let worker = WorkerSettings(settings)
+            server = S7Server(settings: worker.server, session: worker.session(clock: localClock),
                               memory: memory, logger: logger, threads: threadCount, metrics: metrics.isEmpty ? nil : ServerMetrics())
         }
         if let fd = p.listener, let server {
@@ -163,9 +156,15 @@ extension Run {
         }
         await server?.shutdown()
         withExtendedLifetime(memory) {}
-        for socket in [runtimeDirectory + "/control.sock", memorySocketPath] + (p.metricsSocket != nil ? [metricsSocketPath] : []) {
-            try? LocalSocket.remove(path: socket)
-        }
+        removeSockets(p)
         logger.info("stopped")
+    }
+
+    /// Removes the local sockets this start bound (where the directory lets this, now
+    /// unprivileged, process; LocalSocket.remove leaves anything that is not a socket).
+    func removeSockets(_ p: Prepared) {
+        let bound = [(p.controlSocket, runtimeDirectory + "/control.sock"), (p.memorySocket, memorySocketPath),
+                     (p.metricsSocket, metricsSocketPath)]
+        for (socket, path) in bound where socket != nil { try? LocalSocket.remove(path: path) }
     }
 }
