@@ -82,6 +82,19 @@ public enum Privileges {
         }
     }
 
+    /// Whether this process is dumpable (`PR_GET_DUMPABLE`): 0 means no core dump and no
+    /// ptrace or /proc/PID/mem by another process of its user.
+    public static func isDumpable() throws -> Bool {
+        try retryingOnInterrupt("could not read the dumpable flag (PR_GET_DUMPABLE)") {
+            cs7_prctl(3 /* PR_GET_DUMPABLE */, 0, 0, 0, 0)
+        } != 0
+    }
+
+    /// How many threads this process has (the entries of /proc/self/task).
+    public static func threadCount() throws -> Int {
+        try threadStatusPaths().count
+    }
+
     /// Sets no-new-privileges: no `execve` from now on grants a capability or a set-id.
     public static func setNoNewPrivileges() throws {
         _ = try retryingOnInterrupt("could not set no-new-privileges (PR_SET_NO_NEW_PRIVS)") {

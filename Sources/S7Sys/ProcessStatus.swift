@@ -37,6 +37,10 @@ public struct ProcessStatus: Equatable, Sendable {
     public var uid: IDs
     /// The `Gid:` line.
     public var gid: IDs
+    /// The seccomp mode (`Seccomp`): 0 none, 1 strict, 2 filter; nil when the kernel has no seccomp.
+    public var seccompMode: Int?
+    /// How many seccomp filters are attached (`Seccomp_filters`, Linux 5.9 and later).
+    public var seccompFilters: Int?
 
     /// Reads /proc/PID/status of process `pid`.
     public static func read(pid: pid_t) throws -> ProcessStatus {
@@ -64,6 +68,17 @@ public struct ProcessStatus: Equatable, Sendable {
             return try ProcessStatus(parsing: text)
         } catch {
             throw ProcessStatusError(path: path, problem: error.problem)
+        }
+    }
+
+    /// Reads a status file opened earlier (e.g. /proc/self/status opened before a sandbox
+    /// that refuses open), from its start.
+    public static func read(descriptor: FileDescriptor, name: String) throws -> ProcessStatus {
+        let text = String(decoding: try readFromStart(descriptor.rawValue, name: name), as: UTF8.self)
+        do {
+            return try ProcessStatus(parsing: text)
+        } catch {
+            throw ProcessStatusError(path: name, problem: error.problem)
         }
     }
 
@@ -99,6 +114,8 @@ public struct ProcessStatus: Equatable, Sendable {
         }
         uid = try ids("Uid")
         gid = try ids("Gid")
+        seccompMode = fields["Seccomp"].flatMap { Int($0) }
+        seccompFilters = fields["Seccomp_filters"].flatMap { Int($0) }
     }
 }
 

@@ -51,3 +51,38 @@ public enum OpenFilesLimit {
         v == Self.infinity || v > rlim_t(Int.max) ? Int.max : Int(v)
     }
 }
+
+/// Lowering a resource limit of this process for good (soft and hard, so it cannot be raised
+/// again without CAP_SYS_RESOURCE).
+public enum ResourceLimit: Sendable, CustomStringConvertible {
+    /// RLIMIT_NPROC: processes and threads of the real uid; a clone beyond it fails with EAGAIN.
+    case processes
+    /// RLIMIT_FSIZE: the largest regular file the process may write (0: none; it gets SIGXFSZ).
+    case fileSize
+    /// RLIMIT_CORE: the largest core dump (0: none).
+    case coreSize
+
+    var resource: __rlimit_resource_t {
+        switch self {
+        case .processes: __rlimit_resource_t(__RLIMIT_NPROC.rawValue)
+        case .fileSize: __rlimit_resource_t(RLIMIT_FSIZE.rawValue)
+        case .coreSize: __rlimit_resource_t(RLIMIT_CORE.rawValue)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .processes: "RLIMIT_NPROC"
+        case .fileSize: "RLIMIT_FSIZE"
+        case .coreSize: "RLIMIT_CORE"
+        }
+    }
+
+    /// Sets the soft and the hard limit to `value`.
+    public func set(to value: Int) throws(SystemCallError) {
+        var limit = rlimit(rlim_cur: rlim_t(value), rlim_max: rlim_t(value))
+        _ = try retryingOnInterrupt("could not set \(self) to \(value) (setrlimit)") {
+            setrlimit(resource, &limit)
+        }
+    }
+}

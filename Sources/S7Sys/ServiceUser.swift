@@ -17,25 +17,40 @@ public struct ServiceUser: Equatable, Sendable {
     /// - Throws: ``ServiceUserError/noSuchUser(_:)`` with the command that creates the user,
     ///   or ``ServiceUserError/lookupFailed(_:errno:)``.
     public static func lookup(name: String) throws(ServiceUserError) -> ServiceUser {
+        let user = try search(name) { getpwnam_r(name, &$0, &$1, $2, &$3) }
+        guard let user else { throw .noSuchUser(name) }
+        return user
+    }
+
+    /// Looks a user up by uid (`getpwuid_r`); nil when no user has it.
+    public static func lookup(uid: uid_t) throws(ServiceUserError) -> ServiceUser? {
+        try search("uid \(uid)") { getpwuid_r(uid, &$0, &$1, $2, &$3) }
+    }
+
+    /// Runs a `getpw*_r` call with a buffer that grows until the entry fits; nil: not found.
+    private static func search(
+        _ what: String,
+        _ call: (inout passwd, inout [CChar], Int, inout UnsafeMutablePointer<passwd>?) -> CInt
+    ) throws(ServiceUserError) -> ServiceUser? {
         var bufferSize = max(Int(sysconf(Int32(_SC_GETPW_R_SIZE_MAX))), 1024)
         while true {
             var entry = passwd()
             var result: UnsafeMutablePointer<passwd>?
             var buffer = [CChar](repeating: 0, count: bufferSize)
-            let code = getpwnam_r(name, &entry, &buffer, bufferSize, &result)
+            let code = call(&entry, &buffer, bufferSize, &result)
             switch code {
             case 0:
-                guard result != nil else { throw .noSuchUser(name) }
-                return ServiceUser(name: name, uid: entry.pw_uid, gid: entry.pw_gid)
+                guard result != nil else { return nil }
+                return ServiceUser(name: String(cString: entry.pw_name), uid: entry.pw_uid, gid: entry.pw_gid)
             case EINTR:
                 continue
             case ERANGE where bufferSize < 1 << 20:
                 bufferSize *= 2
             case ENOENT, ESRCH, EBADF, EPERM:
                 // glibc documents these as "not found" from some NSS modules.
-                throw .noSuchUser(name)
+                return nil
             default:
-                throw .lookupFailed(name, errno: Errno(rawValue: code))
+                throw .lookupFailed(what, errno: Errno(rawValue: code))
             }
         }
     }

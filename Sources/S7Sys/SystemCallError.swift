@@ -56,11 +56,17 @@ func readWholeFile(_ path: String) throws -> [UInt8] {
         open(path, O_RDONLY | O_CLOEXEC)
     }
     defer { _ = Glibc.close(descriptor) }
+    return try readFromStart(descriptor, name: path)
+}
+
+/// Reads `descriptor` from offset 0 to its end (a /proc file is made anew by each such read).
+func readFromStart(_ descriptor: CInt, name: String) throws -> [UInt8] {
+    _ = try retryingOnInterrupt("could not rewind \(name) (lseek)") { lseek(descriptor, 0, SEEK_SET) }
     var contents: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 4096)
     while true {
         let count = try chunk.withUnsafeMutableBytes { (buffer) throws -> Int in
-            try retryingOnInterrupt("could not read \(path)") {
+            try retryingOnInterrupt("could not read \(name)") {
                 Glibc.read(descriptor, buffer.baseAddress, buffer.count)
             }
         }

@@ -14,7 +14,9 @@
 //   seccomp WHAT     install an allow-list of write and exit_group only (plus mmap without
 //                    PROT_EXEC, and chdir failing with EACCES), then: `allowed` writes a line
 //                    and exits 0; `socket` calls socket(2); `exec-mapping` maps PROT_EXEC;
-//                    `plain-mapping` maps without it; `chdir` prints chdir's result and errno
+//                    `plain-mapping` maps without it; `chdir` prints chdir's result and errno;
+//                    `trap`: a filter whose default reports the call (SandboxViolationReporter)
+//                    and ends the process with SIGSYS, then socket(2)
 
 #if canImport(Glibc)
 import Glibc
@@ -170,6 +172,16 @@ func say(_ text: String) {
 }
 
 func seccomp(_ what: String) throws -> Never {
+    if what == "trap" {
+        // The reporter's own calls, and nothing else: socket(2) is then reported and ends it.
+        let filter = try SeccompFilter(defaultAction: .trap)
+        try filter.allow(["write", "exit_group", "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "getpid", "gettid", "tgkill"])
+        try SandboxViolationReporter.install(prefix: "probe: ")
+        try filter.load(allThreads: true)
+        let fd = socket(AF_INET, CInt(SOCK_STREAM.rawValue), 0)
+        say("socket returned \(fd)")
+        _exit(0)
+    }
     let filter = try SeccompFilter()
     try filter.allow(["write", "exit_group"])
     try filter.allow("mmap", whenArgument: 2, hasNoBitsOf: UInt64(PROT_EXEC))

@@ -38,4 +38,22 @@ struct SeccompTests {
         let filter = try SeccompFilter()
         #expect(throws: SystemCallError.self) { try filter.allow(["no_such_call_s7"]) }
     }
+
+    @Test func aTrappedCallIsReportedWithItsNumberThenEndsTheProcessWithSIGSYS() throws {
+        let result = try Probe.run(["seccomp", "trap"])
+        #expect(result.termination == .signaled(SIGSYS), "\(result)")
+        #expect(result.standardOutput.isEmpty, "socket(2) must not return: \(result.standardOutput)")
+        let socketCall = try #require(SeccompFilter.number(of: "socket"))
+        let line = result.standardError.split(separator: "\n").first.map(String.init) ?? ""
+        #expect(line.hasPrefix("probe: sandbox violation: system call \(socketCall) (arch 0x"), "\(result.standardError)")
+        #expect(SandboxViolationReporter.systemCall(in: Array(line.utf8)) == socketCall)
+        #expect(SeccompFilter.name(of: socketCall) == "socket")
+    }
+
+    @Test func onlyTheReportersLineNamesASystemCall() {
+        #expect(SandboxViolationReporter.systemCall(in: Array("S7 worker (pid 7): sandbox violation: system call 59 (arch 0xc000003e)".utf8)) == 59)
+        #expect(SandboxViolationReporter.systemCall(in: Array("a client wrote sandbox violation: system call".utf8)) == nil)
+        #expect(SandboxViolationReporter.systemCall(in: Array("worker: serving".utf8)) == nil)
+        #expect(SandboxViolationReporter.systemCall(in: []) == nil)
+    }
 }

@@ -15,6 +15,8 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
+#include "cs7sys_sandbox.h"
+
 // memfd_create(2) flags.
 #define CS7_MFD_CLOEXEC 1U
 #define CS7_MFD_ALLOW_SEALING 2U
