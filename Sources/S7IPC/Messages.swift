@@ -24,8 +24,8 @@ public enum SupervisorToWorker: IPCPhasedMessage {
     case serve(WorkerStart)
     /// Apply these live settings to connections opened from now on.
     case reload(WorkerSettings)
-    /// How often each child was restarted, for the metrics.
-    case restarts(worker: Int, memory: Int)
+    /// How often each child was restarted, and how often the worker's sandbox ended it, for the metrics.
+    case restarts(worker: Int, memory: Int, sandboxKills: Int)
     case statusRequest(id: UInt32)
     /// Close the clients and exit.
     case stop
@@ -69,10 +69,11 @@ public enum SupervisorToWorker: IPCPhasedMessage {
             var w = IPCWriter(tag: 0x11)
             settings.write(&w)
             return w.bytes
-        case .restarts(let worker, let memory):
+        case .restarts(let worker, let memory, let sandboxKills):
             var w = IPCWriter(tag: 0x12)
             w.count(worker)
             w.count(memory)
+            w.count(sandboxKills)
             return w.bytes
         case .statusRequest(let id):
             var w = IPCWriter(tag: 0x13)
@@ -104,8 +105,9 @@ public enum SupervisorToWorker: IPCPhasedMessage {
             var r = IPCReader(bytes, message: "restarts")
             let worker = try r.count("worker restarts", 0...Int(UInt32.max))
             let memory = try r.count("memory restarts", 0...Int(UInt32.max))
+            let sandboxKills = try r.count("sandbox kills", 0...Int(UInt32.max))
             try r.finish()
-            message = .restarts(worker: worker, memory: memory)
+            message = .restarts(worker: worker, memory: memory, sandboxKills: sandboxKills)
         case 0x13:
             var r = IPCReader(bytes, message: "status-request")
             let id = try r.u32("id")
@@ -123,8 +125,8 @@ public enum SupervisorToWorker: IPCPhasedMessage {
 
 /// S7 worker → supervisor.
 public enum WorkerToSupervisor: IPCPhasedMessage {
-    /// Serving (or idle when there is no listener): the answer to `serve`.
-    case serving
+    /// Serving (or idle when there is no listener), confined as the report says: the answer to `serve`.
+    case serving(SandboxReport)
     /// The answer to `reload`.
     case reloaded
     /// The answer to `statusRequest(id)`: the worker's snapshot (JSON), relayed unparsed.
@@ -153,7 +155,10 @@ public enum WorkerToSupervisor: IPCPhasedMessage {
 
     public func encoded() -> [UInt8] {
         switch self {
-        case .serving: return IPCWriter(tag: 0x20).bytes
+        case .serving(let sandbox):
+            var w = IPCWriter(tag: 0x20)
+            sandbox.write(&w)
+            return w.bytes
         case .reloaded: return IPCWriter(tag: 0x21).bytes
         case .status(let id, let snapshot):
             var w = IPCWriter(tag: 0x22)
@@ -167,8 +172,10 @@ public enum WorkerToSupervisor: IPCPhasedMessage {
         guard let tag = bytes.first else { throw .truncated(field: "tag") }
         switch tag {
         case 0x20:
-            try IPCReader(bytes, message: "serving").finish()
-            return .serving
+            var r = IPCReader(bytes, message: "serving")
+            let sandbox = try SandboxReport.read(&r)
+            try r.finish()
+            return .serving(sandbox)
         case 0x21:
             try IPCReader(bytes, message: "reloaded").finish()
             return .reloaded

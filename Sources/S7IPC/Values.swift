@@ -53,6 +53,9 @@ public enum ChildExitStatus: Int32, Sendable {
     case protocolViolation = 70
     /// It started with a privilege it must not have, or its channel's peer is not its parent.
     case unsafeStart = 71
+    /// The worker could not put its sandbox in place (the line before says why): it does not
+    /// serve without one, and the supervisor stops rather than restart it.
+    case sandboxUnavailable = 72
 }
 
 /// What the S7 worker serves with: the validated server and session settings.
@@ -204,6 +207,71 @@ extension RegionDefinition {
     }
 }
 
+/// What a child reports about its own confinement once it is in place, read back from the
+/// kernel (/proc/self/status, prctl) before it handles any input: its ids, seccomp mode and
+/// filter count, no-new-privileges, dumpable flag, Landlock and resource limits.
+public struct SandboxReport: Equatable, Sendable, CustomStringConvertible {
+    public var uid: UInt32
+    public var gid: UInt32
+    /// 0 none, 1 strict, 2 filter (/proc `Seccomp:`).
+    public var seccompMode: Int
+    /// /proc `Seccomp_filters:` (0 when the kernel does not show it).
+    public var seccompFilters: Int
+    public var noNewPrivileges: Bool
+    public var dumpable: Bool
+    /// What Landlock enforces, or why it does not, in words.
+    public var landlock: String
+    /// The resource limits set, in words (e.g. "RLIMIT_NPROC 24, RLIMIT_FSIZE 0, RLIMIT_CORE 0").
+    public var limits: String
+
+    public init(uid: UInt32, gid: UInt32, seccompMode: Int, seccompFilters: Int, noNewPrivileges: Bool, dumpable: Bool,
+                landlock: String, limits: String) {
+        self.uid = uid
+        self.gid = gid
+        self.seccompMode = seccompMode
+        self.seccompFilters = seccompFilters
+        self.noNewPrivileges = noNewPrivileges
+        self.dumpable = dumpable
+        self.landlock = landlock
+        self.limits = limits
+    }
+
+    public var description: String {
+        let seccomp = switch seccompMode {
+        case 2: "seccomp filter (\(seccompFilters) filter\(seccompFilters == 1 ? "" : "s"))"
+        case 1: "seccomp strict"
+        default: "no seccomp"
+        }
+        return "uid \(uid) gid \(gid), \(seccomp), NoNewPrivs \(noNewPrivileges ? 1 : 0), \(dumpable ? "dumpable" : "not dumpable"), "
+            + "Landlock: \(landlock), \(limits)"
+    }
+
+    func write(_ w: inout IPCWriter) {
+        w.u32(uid)
+        w.u32(gid)
+        w.u8(UInt8(clamping: seccompMode))
+        w.count(seccompFilters)
+        w.bool(noNewPrivileges)
+        w.bool(dumpable)
+        w.string(landlock)
+        w.string(limits)
+    }
+
+    static func read(_ r: inout IPCReader) throws(IPCError) -> SandboxReport {
+        let uid = try r.u32("sandbox uid")
+        let gid = try r.u32("sandbox gid")
+        let mode = Int(try r.u8("seccomp mode"))
+        guard mode <= 2 else { throw .invalidValue(field: "seccomp mode") }
+        let filters = try r.count("seccomp filters", 0...1024)
+        let noNewPrivileges = try r.bool("no-new-privileges")
+        let dumpable = try r.bool("dumpable")
+        let landlock = try r.string("landlock", limit: IPCLimits.text)
+        let limits = try r.string("limits", limit: IPCLimits.text)
+        return SandboxReport(uid: uid, gid: gid, seccompMode: mode, seccompFilters: filters, noNewPrivileges: noNewPrivileges,
+                             dumpable: dumpable, landlock: landlock, limits: limits)
+    }
+}
+
 /// The supervisor's answer to `s7commd status`: its own part, and the worker's snapshot of
 /// clients and counters relayed as the worker wrote it (the supervisor never parses it).
 public struct SupervisorReport: Equatable, Sendable {
@@ -232,12 +300,18 @@ public struct SupervisorReport: Equatable, Sendable {
         /// Milliseconds since 1970 (UTC).
         public var startedAt: Int64?
         public var restarts: Int
+        /// How often its sandbox ended it (a system call outside its seccomp filter).
+        public var sandboxKills: Int
+        /// What the running child reported about its confinement (nil until it did).
+        public var sandbox: SandboxReport?
 
-        public init(role: ChildRole, pid: Int32?, startedAt: Int64?, restarts: Int) {
+        public init(role: ChildRole, pid: Int32?, startedAt: Int64?, restarts: Int, sandboxKills: Int = 0, sandbox: SandboxReport? = nil) {
             self.role = role
             self.pid = pid
             self.startedAt = startedAt
             self.restarts = restarts
+            self.sandboxKills = sandboxKills
+            self.sandbox = sandbox
         }
     }
 
@@ -278,6 +352,8 @@ public struct SupervisorReport: Equatable, Sendable {
             w.optional(c.pid) { w, p in w.u32(UInt32(bitPattern: p)) }
             w.optional(c.startedAt) { w, t in w.i64(t) }
             w.count(c.restarts)
+            w.count(c.sandboxKills)
+            w.optional(c.sandbox) { w, s in s.write(&w) }
         }
         w.optional(workerSnapshot) { w, s in w.data(s) }
         w.optional(workerProblem) { w, s in w.string(s) }
@@ -296,7 +372,10 @@ public struct SupervisorReport: Equatable, Sendable {
             guard let role = ChildRole(rawValue: try r.u8("child role")) else { throw .invalidValue(field: "child role") }
             let pid = try r.optional("child pid") { (r: inout IPCReader) throws(IPCError) in Int32(bitPattern: try r.u32("child pid")) }
             let started = try r.optional("child started_at") { (r: inout IPCReader) throws(IPCError) in try r.i64("child started_at") }
-            return Child(role: role, pid: pid, startedAt: started, restarts: try r.count("child restarts", 0...Int(UInt32.max)))
+            let restarts = try r.count("child restarts", 0...Int(UInt32.max))
+            let kills = try r.count("child sandbox kills", 0...Int(UInt32.max))
+            let sandbox = try r.optional("child sandbox") { (r: inout IPCReader) throws(IPCError) in try SandboxReport.read(&r) }
+            return Child(role: role, pid: pid, startedAt: started, restarts: restarts, sandboxKills: kills, sandbox: sandbox)
         }
         let snapshot = try r.optional("worker snapshot") { (r: inout IPCReader) throws(IPCError) in
             try r.data("worker snapshot", limit: IPCLimits.snapshot)

@@ -26,11 +26,14 @@ public func verifyUnprivileged(role: String) throws {
 
 /// Checks that the control socket's peer is the parent process (the supervisor) and runs as
 /// this process's user: the socket pair was made by the supervisor after it dropped privileges.
-public func verifyControlPeer(_ socket: SystemPackage.FileDescriptor, role: String) throws {
+/// - Returns: the supervisor's uid.
+@discardableResult
+public func verifyControlPeer(_ socket: SystemPackage.FileDescriptor, role: String) throws -> uid_t {
     let peer = try UnixSocket.peerCredentials(of: socket)
     guard peer.pid == getppid(), peer.uid == getuid() else {
         throw RuntimeError("\(role): the control socket's peer is pid \(peer.pid) uid \(peer.uid), not the supervisor (pid \(getppid()), uid \(getuid())); refusing it")
     }
+    return peer.uid
 }
 
 /// A child's channel to the supervisor, read on a thread of its own (blocking receives never
@@ -91,7 +94,8 @@ final class SupervisorChannel<M: IPCMessage>: @unchecked Sendable {
 
 /// The S7 worker: receives the listening socket and the PLC memory segment, serves clients.
 public enum WorkerRole {
-    public static func run(control: SystemPackage.FileDescriptor, threads: Int, logger: Logger,
+    /// - Parameter ownUser: no other process of s7commd runs as this worker's user.
+    public static func run(control: SystemPackage.FileDescriptor, threads: Int, ownUser: Bool, logger: Logger,
                            clock: @escaping @Sendable () -> PLCDateTime) async throws -> Int32 {
         let channel = SupervisorChannel<SupervisorToWorker>(socket: control, role: "worker", logger: logger)
         var server: S7Server?
@@ -123,18 +127,25 @@ public enum WorkerRole {
                     for fd in fds.dropFirst(start.listening ? 1 : 0).dropLast() { try await s.startMetrics(listeningOn: fd.rawValue) }
                     listeningServer = start.listening
                 }
-                try channel.send(WorkerToSupervisor.serving)
+                let sandbox: SandboxReport
+                do {
+                    sandbox = try WorkerSandbox.install(ownUser: ownUser)
+                } catch {
+                    logger.critical("worker: could not put the sandbox in place: \(error); a worker does not serve without it, so s7commd stops. Run `s7commd doctor` to see what this kernel offers.")
+                    exit(ChildExitStatus.sandboxUnavailable.rawValue)
+                }
+                try channel.send(WorkerToSupervisor.serving(sandbox))
                 logger.info(start.listening
-                    ? "worker (pid \(getpid()), uid \(getuid())) serving \(start.settings.endpoint)"
-                    : "worker (pid \(getpid()), uid \(getuid())) idle: no listener (server.enabled is false)")
+                    ? "worker (pid \(getpid()), uid \(getuid())) serving \(start.settings.endpoint); sandbox: \(sandbox)"
+                    : "worker (pid \(getpid()), uid \(getuid())) idle: no listener (server.enabled is false); sandbox: \(sandbox)")
             case .reload(let settings):
                 server?.apply(settings: settings.server, session: settings.session(clock: clock))
                 try channel.send(WorkerToSupervisor.reloaded)
             case .statusRequest(let id):
                 let snapshot = listeningServer ? server?.snapshot() : nil
                 try channel.send(WorkerToSupervisor.status(id: id, snapshot: SupervisorStatus.encodeSnapshot(snapshot)))
-            case .restarts(let worker, let memory):
-                server?.metrics?.setRestarts(["worker": worker, "memory": memory])
+            case .restarts(let worker, let memory, let sandboxKills):
+                server?.metrics?.setRestarts(["worker": worker, "memory": memory], sandboxKills: sandboxKills)
             case .stop:
                 logger.info("worker: stopping, closing \(server?.connectedClients ?? 0) client connection(s)")
                 await server?.shutdown()

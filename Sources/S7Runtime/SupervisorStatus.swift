@@ -15,6 +15,46 @@ public struct SupervisorStatus: Codable, Equatable, Sendable {
         public var pid: Int32?
         public var started: Date?
         public var restarts: Int
+        /// How often its sandbox ended it.
+        public var sandboxKills: Int
+        /// What the running child reported about its confinement, read from the kernel.
+        public var sandbox: Sandbox?
+    }
+
+    /// A child's confinement as it reported it once in place (see ``SandboxReport``).
+    public struct Sandbox: Codable, Equatable, Sendable, CustomStringConvertible {
+        public var uid: UInt32
+        public var user: String?
+        public var gid: UInt32
+        /// 0 none, 1 strict, 2 filter.
+        public var seccompMode: Int
+        public var seccompFilters: Int
+        public var noNewPrivs: Bool
+        public var dumpable: Bool
+        public var landlock: String
+        public var limits: String
+
+        init(_ report: SandboxReport) {
+            uid = report.uid
+            user = (try? ServiceUser.lookup(uid: report.uid))?.name
+            gid = report.gid
+            seccompMode = report.seccompMode
+            seccompFilters = report.seccompFilters
+            noNewPrivs = report.noNewPrivileges
+            dumpable = report.dumpable
+            landlock = report.landlock
+            limits = report.limits
+        }
+
+        public var description: String {
+            let seccomp = switch seccompMode {
+            case 2: "seccomp filter mode, \(seccompFilters) filter\(seccompFilters == 1 ? "" : "s")"
+            case 1: "seccomp strict mode"
+            default: "NO seccomp filter"
+            }
+            return "user \(user ?? "?") (uid \(uid), gid \(gid)), \(seccomp), NoNewPrivs \(noNewPrivs ? 1 : 0), "
+                + "\(dumpable ? "DUMPABLE" : "not dumpable"), Landlock \(landlock), \(limits)"
+        }
     }
 
     public var pid: Int32
@@ -38,7 +78,7 @@ public struct SupervisorStatus: Codable, Equatable, Sendable {
         uptimeSeconds = Double(report.uptimeMs) / 1000
         children = report.children.map {
             Child(role: $0.role.description, pid: $0.pid, started: $0.startedAt.map { Date(timeIntervalSince1970: Double($0) / 1000) },
-                  restarts: $0.restarts)
+                  restarts: $0.restarts, sandboxKills: $0.sandboxKills, sandbox: $0.sandbox.map(Sandbox.init))
         }
         server = report.workerSnapshot.flatMap(Self.decodeSnapshot)
         workerProblem = report.workerProblem

@@ -39,6 +39,7 @@ public final class ServerMetrics: Sendable {
     private struct Exported {
         var counters: [(Carried, @Sendable (ServerCounters) -> Int)]
         var restarts: [String: Carried]
+        var sandboxKills: Carried
     }
 
     private let exported: Mutex<Exported>
@@ -70,7 +71,8 @@ public final class ServerMetrics: Sendable {
         for child in ["worker", "memory"] {
             restarts[child] = Carried(counter: counter("child_restarts", "total", "restarts of each child process by the supervisor", [("child", child)]))
         }
-        exported = Mutex(Exported(counters: list.map { (Carried(counter: $0.0), $0.1) }, restarts: restarts))
+        let sandboxKills = Carried(counter: counter("sandbox_kills", "total", "S7 workers ended by their sandbox (a system call outside the seccomp filter)"))
+        exported = Mutex(Exported(counters: list.map { (Carried(counter: $0.0), $0.1) }, restarts: restarts, sandboxKills: sandboxKills))
         clients = r.makeGauge(descriptor: MetricNameDescriptor(namespace: "s7commd", metricName: "clients", unitName: "",
                                                                helpText: "S7 clients connected now"))
         maxClients = r.makeGauge(descriptor: MetricNameDescriptor(namespace: "s7commd", metricName: "max_clients", unitName: "",
@@ -81,10 +83,12 @@ public final class ServerMetrics: Sendable {
             labels: [], buckets: Self.latencyBuckets)
     }
 
-    /// Records the supervisor's restart counts per child ("worker", "memory"), as it reports them.
-    public func setRestarts(_ counts: [String: Int]) {
+    /// Records the supervisor's restart counts per child ("worker", "memory") and how often the
+    /// sandbox ended a worker, as it reports them.
+    public func setRestarts(_ counts: [String: Int], sandboxKills: Int) {
         exported.withLock { e in
             for (child, count) in counts { e.restarts[child]?.carry(count) }
+            e.sandboxKills.carry(sandboxKills)
         }
     }
 

@@ -1,6 +1,10 @@
 import S7IPC
 import S7Sys
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The supervisor's decisions, with no I/O: events in, actions out. The event loop
 /// (``SupervisorLoop``) performs the actions and feeds back what happened; tests drive this
 /// struct directly with no process.
@@ -45,6 +49,9 @@ public struct SupervisorCore: Sendable {
         case fromMemory(pid: Int32, MemoryToSupervisor)
         /// A child broke the protocol or failed its privilege check.
         case misbehaved(ChildRole, pid: Int32, String)
+        /// A child's log had the line its SIGSYS reporter writes: this system call (and its name
+        /// on this architecture) was outside its seccomp filter, and it is ending.
+        case sandboxViolation(ChildRole, pid: Int32, systemCall: Int32, name: String?)
         /// A child's channel reached its end: it must exit now (or it is killed).
         case channelClosed(ChildRole, pid: Int32)
         case exited(pid: Int32, Spawn.Termination)
@@ -76,6 +83,10 @@ public struct SupervisorCore: Sendable {
         var phase: ChannelPhase
         /// When a stopping child is SIGKILLed.
         var killAt: Int64?
+        /// What it reported about its confinement.
+        var sandbox: SandboxReport?
+        /// The system call its sandbox refused, from its last words.
+        var violation: String?
     }
 
     /// One child's place: running, or down with a restart due (nil: not before something else happens).
@@ -106,6 +117,12 @@ public struct SupervisorCore: Sendable {
     private(set) var slots: [ChildRole: Slot] = [.worker: .down(restartAt: nil), .memory: .down(restartAt: nil)]
     private var backoff: [ChildRole: Int64] = [.worker: initialBackoffMs, .memory: initialBackoffMs]
     public private(set) var restarts: [ChildRole: Int] = [.worker: 0, .memory: 0]
+    /// Children ended by their sandbox.
+    public private(set) var sandboxKills: [ChildRole: Int] = [.worker: 0, .memory: 0]
+    /// The status s7commd exits with once stopped: 0, or 11 when the worker has no sandbox.
+    private var stopStatus: Int32 = 0
+    /// Exit status of s7commd when the worker could not put its sandbox in place.
+    public static let sandboxUnavailableStatus: Int32 = 11
     /// The supervisor holds the segment (the memory process handed it over at least once).
     public private(set) var hasSegment = false
     private var plan: Plan
@@ -176,8 +193,9 @@ public struct SupervisorCore: Sendable {
                 break
             }
             switch message {
-            case .serving:
+            case .serving(let sandbox):
                 child.phase = .running
+                child.sandbox = sandbox
                 slots[.worker] = .up(child)
                 out.append(.log(.info, "S7 worker (pid \(pid)) is serving"))
             case .reloaded:
@@ -189,6 +207,11 @@ public struct SupervisorCore: Sendable {
             }
         case .misbehaved(let role, let pid, let why):
             if let child = current(role, pid) { out += kill(role, child, now, why) }
+        case .sandboxViolation(let role, let pid, let number, let name):
+            if var child = current(role, pid) {
+                child.violation = "system call \(number)" + (name.map { " (\($0))" } ?? "")
+                slots[role] = .up(child)
+            }
         case .channelClosed(let role, let pid):
             if var child = current(role, pid), child.killAt == nil {
                 child.killAt = now.monotonicMs + Self.closedGraceMs
@@ -230,8 +253,8 @@ public struct SupervisorCore: Sendable {
             out += fireDeadlines(now)
         }
         if case .stopping = state, slots.values.allSatisfy({ $0.child == nil }) {
-            state = .exited(0)
-            out.append(.exit(0))
+            state = .exited(stopStatus)
+            out.append(.exit(stopStatus))
         }
         return out
     }
@@ -252,8 +275,21 @@ public struct SupervisorCore: Sendable {
     private mutating func childEnded(_ role: ChildRole, _ child: Child, _ termination: Spawn.Termination, _ now: Instant) -> [Action] {
         let uptime = now.monotonicMs - child.started.monotonicMs
         let kept = role == .worker ? " (the listening socket stays open; clients reconnect)" : " (the PLC memory segment is kept)"
-        return gone(role, child, now, whileStopping: (.info, "\(role) (pid \(child.pid)) stopped: \(termination)"),
-                    otherwise: "(pid \(child.pid)) \(termination) after \(seconds(uptime)) s\(kept)")
+        var ended = "\(termination)"
+        if termination == .signaled(SIGSYS) {
+            sandboxKills[role, default: 0] += 1
+            ended = "was killed by the sandbox: \(child.violation ?? "SIGSYS, with no system call reported")"
+        }
+        if role == .worker, termination == .exited(ChildExitStatus.sandboxUnavailable.rawValue), case .running = state {
+            // Restarting would meet the same kernel: stop, and say so.
+            slots[role] = .down(restartAt: nil)
+            state = .stopping
+            stopStatus = Self.sandboxUnavailableStatus
+            return [.log(.error, "the S7 worker (pid \(child.pid)) could not put its sandbox in place (its line before says why); s7commd does not serve without it and stops (exit status \(stopStatus))")]
+                + stopNext(now)
+        }
+        return gone(role, child, now, whileStopping: (.info, "\(role) (pid \(child.pid)) stopped: \(ended)"),
+                    otherwise: "(pid \(child.pid)) \(ended) after \(seconds(uptime)) s\(kept)")
     }
 
     /// A child is gone (it ended, or was killed and forgotten): a worker's pending status
@@ -317,7 +353,8 @@ public struct SupervisorCore: Sendable {
 
     private func reportRestarts() -> [Action] {
         guard plan.metricsListeners > 0, slots[.worker]?.child != nil else { return [] }
-        return [.sendWorker(.restarts(worker: restarts[.worker] ?? 0, memory: restarts[.memory] ?? 0))]
+        return [.sendWorker(.restarts(worker: restarts[.worker] ?? 0, memory: restarts[.memory] ?? 0,
+                                      sandboxKills: sandboxKills[.worker] ?? 0))]
     }
 
     public func report(_ now: Instant, snapshot: [UInt8]?, problem: String?) -> SupervisorReport {
@@ -326,7 +363,8 @@ public struct SupervisorCore: Sendable {
             else if !plan.listening { .disabled } else if allUp { .listening } else { .restarting }
         let children = [ChildRole.worker, .memory].map { role in
             SupervisorReport.Child(role: role, pid: slots[role]?.child?.pid, startedAt: slots[role]?.child?.started.wallMs,
-                                   restarts: restarts[role] ?? 0)
+                                   restarts: restarts[role] ?? 0, sandboxKills: sandboxKills[role] ?? 0,
+                                   sandbox: slots[role]?.child?.sandbox)
         }
         return SupervisorReport(pid: pid, state: state, endpoint: plan.settings.endpoint, metrics: plan.metrics,
                                 startedAt: startedAt.wallMs, uptimeMs: now.monotonicMs - startedAt.monotonicMs,

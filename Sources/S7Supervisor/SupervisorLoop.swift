@@ -70,6 +70,8 @@ public final class SupervisorLoop {
     }
 
     struct LogPipe {
+        var role: ChildRole
+        var pid: Int32
         var descriptor: FileDescriptor
         var pending: [UInt8] = []
     }
@@ -198,7 +200,7 @@ public final class SupervisorLoop {
             channels[role] = Channel(role: role, pid: pid, socket: pair.first)
             for end in [output.read, errors.read] {
                 try end.setNonBlocking()
-                pipes.append(LogPipe(descriptor: end))
+                pipes.append(LogPipe(role: role, pid: pid, descriptor: end))
             }
             feed(.spawned(role, pid: pid))
         } catch {
@@ -216,6 +218,8 @@ public final class SupervisorLoop {
             switch signo {
             case SIGHUP: feed(.reloadRequested)
             case SIGCHLD:
+                // A child's last words (a sandbox's report) come before the news of its end.
+                for pipe in pipes { relay(pipe.descriptor) }
                 while let (pid, termination) = try? Spawn.reapAny() { feed(.exited(pid: pid, termination)) }
             default: feed(.stopRequested(signo == SIGINT ? "received SIGINT" : "received SIGTERM"))
             }
@@ -269,13 +273,19 @@ public final class SupervisorLoop {
             pipes.remove(at: i)
             return
         }
+        var violations: [Int32] = []
         for byte in bytes {
             if byte == 0x0A {
                 setup.relay(pipes[i].pending)
+                if let number = SandboxViolationReporter.systemCall(in: pipes[i].pending) { violations.append(number) }
                 pipes[i].pending.removeAll(keepingCapacity: true)
             } else if pipes[i].pending.count < Self.maximumLine {
                 pipes[i].pending.append(byte < 0x20 && byte != 0x09 || byte == 0x7F ? 0x3F : byte)
             }
+        }
+        let (role, pid) = (pipes[i].role, pipes[i].pid)
+        for number in violations {
+            feed(.sandboxViolation(role, pid: pid, systemCall: number, name: SeccompFilter.name(of: number)))
         }
     }
 

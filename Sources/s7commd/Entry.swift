@@ -64,18 +64,26 @@ enum Entry {
         // Ctrl-C and systemd signal the whole group; a child stops when the supervisor says so
         // (or closes the channel), so retained data is saved and clients are closed.
         for sig in [SIGTERM, SIGINT, SIGHUP] { signal(sig, SIG_IGN) }
+        var supervisorUID = getuid()
         do {
             try Privileges.setNonDumpable()
             try verifyUnprivileged(role: name)
-            try verifyControlPeer(control, role: name)
+            supervisorUID = try verifyControlPeer(control, role: name)
         } catch {
             logger.critical("\(error)")
             exit(ChildExitStatus.unsafeStart.rawValue)
         }
         let threads = option("--threads").flatMap(Int.init) ?? 1
+        if role == "__worker" {
+            // Read the time zone once, now: glibc looks at /etc/localtime again on every
+            // localtime() unless TZ names it, and the worker's sandbox refuses open.
+            if getenv("TZ") == nil { setenv("TZ", ":/etc/localtime", 1) }
+            tzset()
+        }
+        let ownUser = supervisorUID != getuid()
         runAsync {
             let status = role == "__worker"
-                ? try await WorkerRole.run(control: control, threads: threads, logger: logger, clock: localClock)
+                ? try await WorkerRole.run(control: control, threads: threads, ownUser: ownUser, logger: logger, clock: localClock)
                 : try await MemoryRole.run(control: control, logger: logger)
             exit(status)
         }

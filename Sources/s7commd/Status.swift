@@ -180,7 +180,8 @@ extension Status {
         for child in live.children {
             let pid = child.pid.map { "pid \($0)" } ?? "not running"
             let since = child.started.map { ", started \(Self.time($0))" } ?? ""
-            print("\(child.role): \(pid)\(since), restarts \(child.restarts)")
+            print("\(child.role): \(pid)\(since), restarts \(child.restarts), sandbox kills \(child.sandboxKills)")
+            if let sandbox = child.sandbox { print("  sandbox: \(sandbox)") }
         }
         if let problem = live.workerProblem { print("clients and counters: unavailable — \(problem)") }
         guard let server = live.server else { return }

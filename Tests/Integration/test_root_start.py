@@ -470,7 +470,7 @@ def test_children_hold_no_terminal_no_inherited_environment_and_only_their_descr
 FAKE_WORKER = r'''#!/usr/bin/env python3
 """A fake S7 worker: records itself, takes `serve`, says "serving", then (the first two
 started) breaks the protocol; the third keeps quiet and never answers `stop`."""
-import array, json, os, socket, sys, time
+import array, json, os, socket, struct, sys, time
 
 RECORD = {record!r}
 CASE = {case!r}
@@ -487,7 +487,13 @@ for level, kind, payload in ancillary:
     if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
         fds += array.array("i", payload[: len(payload) - len(payload) % 4]).tolist()
 note(event="received", tag=data[:1].hex(), descriptors=len(fds), seqpacket=channel.type == socket.SOCK_SEQPACKET)
-channel.send(b"\x20")
+
+def text(value):
+    return struct.pack("<I", len(value)) + value
+
+# "serving" with its sandbox report: uid, gid, seccomp mode, filters, NoNewPrivs, dumpable, Landlock, limits.
+SERVING = struct.pack("<BIIBIBB", 0x20, os.getuid(), os.getgid(), 0, 0, 1, 0) + text(b"not used") + text(b"none")
+channel.send(SERVING)
 time.sleep(0.05)
 with open(RECORD) as f:
     earlier = sum(1 for line in f if '"misbehaving"' in line)
@@ -501,7 +507,7 @@ sys.stderr.write("fake worker {{}} says \x1b[31mred\x07 and\ttab\n".format(os.ge
 sys.stderr.write("L" * 5000 + "\n")
 sys.stderr.flush()
 if CASE == "serving-twice":
-    channel.send(b"\x20")
+    channel.send(SERVING)
 elif CASE == "unknown-tag":
     channel.send(b'{{"serving":{{}}}}')
 elif CASE == "truncated-status":

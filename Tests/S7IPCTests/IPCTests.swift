@@ -30,9 +30,11 @@ let report = SupervisorReport(
 let toWorker: [SupervisorToWorker] = [
     .serve(WorkerStart(settings: settings, memory: definition, listening: true, metricsListeners: 2)),
     .serve(WorkerStart(settings: settings, memory: MemoryDefinition(), listening: false, metricsListeners: 0)),
-    .reload(settings), .restarts(worker: 3, memory: 1), .statusRequest(id: 7), .stop,
+    .reload(settings), .restarts(worker: 3, memory: 1, sandboxKills: 2), .statusRequest(id: 7), .stop,
 ]
-let fromWorker: [WorkerToSupervisor] = [.serving, .reloaded, .status(id: 7, snapshot: Array("null".utf8)), .status(id: 0, snapshot: [])]
+let sandboxReport = SandboxReport(uid: 996, gid: 995, seccompMode: 2, seccompFilters: 1, noNewPrivileges: true, dumpable: false,
+                                  landlock: "ABI 6: no filesystem access", limits: "RLIMIT_NPROC 24, RLIMIT_FSIZE 0, RLIMIT_CORE 0")
+let fromWorker: [WorkerToSupervisor] = [.serving(sandboxReport), .reloaded, .status(id: 7, snapshot: Array("null".utf8)), .status(id: 0, snapshot: [])]
 let toMemory: [SupervisorToMemory] = [
     .prepare(MemoryStart(memory: definition, stateDirectory: "/var/lib/s7commd", reuse: true, attachSocket: true)),
     .prepare(MemoryStart(memory: definition, stateDirectory: nil, reuse: false, attachSocket: false)), .stop,
@@ -88,14 +90,14 @@ struct IPCEncodingTests {
     }
 
     @Test func trailingBytesAreRefused() {
-        #expect(throws: IPCError.trailingBytes(message: "serving", count: 1)) { try WorkerToSupervisor.decode([0x20, 0]) }
+        #expect(throws: IPCError.trailingBytes(message: "serving", count: 1)) { try WorkerToSupervisor.decode(WorkerToSupervisor.serving(sandboxReport).encoded() + [0]) }
         #expect(throws: IPCError.trailingBytes(message: "stop", count: 3)) { try SupervisorToMemory.decode(SupervisorToMemory.stop.encoded() + [1, 2, 3]) }
     }
 
     @Test func unknownTagsAreRefused() {
         // A worker sending what only the supervisor sends, and bytes of no set at all.
         #expect(throws: IPCError.unknownTag(0x14, peer: "S7 worker")) { try WorkerToSupervisor.decode(SupervisorToWorker.stop.encoded()) }
-        #expect(throws: IPCError.unknownTag(0x20, peer: "supervisor")) { try SupervisorToWorker.decode(WorkerToSupervisor.serving.encoded()) }
+        #expect(throws: IPCError.unknownTag(0x20, peer: "supervisor")) { try SupervisorToWorker.decode(WorkerToSupervisor.serving(sandboxReport).encoded()) }
         for tag in UInt8.min...UInt8.max where ![0x25].contains(tag) {
             #expect(throws: IPCError.self) { try MemoryToSupervisor.decode([tag, 0, 0, 0, 0]) }
         }
@@ -151,7 +153,7 @@ struct IPCEncodingTests {
             try SupervisorToWorker.decode(serve.encoded(), descriptors: 3)
         }
         #expect(throws: IPCError.unexpectedDescriptors(message: "serving", received: 1, expected: 0)) {
-            try WorkerToSupervisor.decode(WorkerToSupervisor.serving.encoded(), descriptors: 1)
+            try WorkerToSupervisor.decode(WorkerToSupervisor.serving(sandboxReport).encoded(), descriptors: 1)
         }
         #expect(throws: IPCError.unexpectedDescriptors(message: "ready", received: 0, expected: 1)) {
             try MemoryToSupervisor.decode(MemoryToSupervisor.ready(size: 10).encoded(), descriptors: 0)
@@ -162,9 +164,9 @@ struct IPCEncodingTests {
 @Suite("IPC tables")
 struct IPCTableTests {
     @Test func theWorkerMaySayServingOnceWhileStarting() {
-        #expect(WorkerToSupervisor.serving.allowed(in: .starting))
-        #expect(!WorkerToSupervisor.serving.allowed(in: .running))
-        #expect(!WorkerToSupervisor.serving.allowed(in: .stopping))
+        #expect(WorkerToSupervisor.serving(sandboxReport).allowed(in: .starting))
+        #expect(!WorkerToSupervisor.serving(sandboxReport).allowed(in: .running))
+        #expect(!WorkerToSupervisor.serving(sandboxReport).allowed(in: .stopping))
         for answer in [WorkerToSupervisor.reloaded, .status(id: 1, snapshot: [])] {
             #expect(!answer.allowed(in: .starting), "\(answer.kind) before serving")
             #expect(answer.allowed(in: .running))
@@ -173,13 +175,13 @@ struct IPCTableTests {
     }
 
     @Test func wrongStateIsATypedError() throws {
-        #expect(throws: IPCError.notAllowed(message: "serving", state: "running")) { try WorkerToSupervisor.serving.check(in: .running) }
+        #expect(throws: IPCError.notAllowed(message: "serving", state: "running")) { try WorkerToSupervisor.serving(sandboxReport).check(in: .running) }
         #expect(throws: IPCError.notAllowed(message: "reloaded", state: "starting")) { try WorkerToSupervisor.reloaded.check(in: .starting) }
         #expect(throws: IPCError.notAllowed(message: "serve", state: "running")) { try toWorker[0].check(in: .running) }
         #expect(throws: IPCError.notAllowed(message: "prepare", state: "stopping")) { try toMemory[0].check(in: .stopping) }
         #expect(throws: IPCError.notAllowed(message: "ready", state: "running")) { try MemoryToSupervisor.ready(size: 1).check(in: .running) }
         #expect(throws: IPCError.notAllowed(message: "attach", state: "running")) { try MemoryClientRequest.attach.check(in: .running) }
-        try WorkerToSupervisor.serving.check(in: .starting)
+        try WorkerToSupervisor.serving(sandboxReport).check(in: .starting)
         try SupervisorToWorker.stop.check(in: .running)
         #expect(IPCError.notAllowed(message: "serving", state: "running").description == "a serving message is not allowed while running")
     }
@@ -248,7 +250,7 @@ struct IPCTransportTests {
         let extra = try SharedMemory.create(name: "ipc-test", size: 4096)
         defer { try? extra.close() }
         // 'serving' never carries a descriptor.
-        try UnixSocket.send(message: WorkerToSupervisor.serving.encoded(), descriptors: [extra], on: pair.second)
+        try UnixSocket.send(message: WorkerToSupervisor.serving(sandboxReport).encoded(), descriptors: [extra], on: pair.second)
         #expect(throws: IPCError.unexpectedDescriptors(message: "serving", received: 1, expected: 0)) {
             try IPC.receive(WorkerToSupervisor.self, on: pair.first, maxDescriptors: 1)
         }

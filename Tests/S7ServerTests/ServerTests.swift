@@ -184,9 +184,10 @@ struct EmbeddedHandlerTests {
             #expect(v["s7commd_request_duration_seconds_bucket{le=\"1.0\"}"] == "1")
             #expect(v["s7commd_child_restarts_total{child=\"worker\"}"] == "0")
         }
-        metrics.setRestarts(["worker": 2, "memory": 0])
-        metrics.setRestarts(["worker": 2, "memory": 1, "unknown": 5])
+        metrics.setRestarts(["worker": 2, "memory": 0], sandboxKills: 0)
+        metrics.setRestarts(["worker": 2, "memory": 1, "unknown": 5], sandboxKills: 1)
         let v = values()
+        #expect(v["s7commd_sandbox_kills_total"] == "1")
         #expect(v["s7commd_child_restarts_total{child=\"worker\"}"] == "2")
         #expect(v["s7commd_child_restarts_total{child=\"memory\"}"] == "1")
         #expect(!v.keys.contains { $0.contains("unknown") })

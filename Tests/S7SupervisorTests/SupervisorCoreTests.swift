@@ -2,6 +2,10 @@ import S7IPC
 import S7Sys
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @testable import S7Supervisor
 
 let workerSettings = WorkerSettings(
@@ -10,6 +14,9 @@ let workerSettings = WorkerSettings(
     identity: .init(name: "n", moduleType: "m", serialNumber: "s", copyright: "c", moduleName: "n", orderCode: "o",
                     plantIdentification: "", firmwareVersion: [3, 2, 6]),
     allowedRackSlots: [], allowPLCControl: false, allowClockSet: false, logConnections: true, logErrors: true, logDataAccess: false)
+
+let sandbox = SandboxReport(uid: 996, gid: 995, seccompMode: 2, seccompFilters: 1, noNewPrivileges: true, dumpable: false,
+                            landlock: "not used", limits: "RLIMIT_FSIZE 0, RLIMIT_CORE 0")
 
 /// A supervisor driven by hand: events in, actions out, a clock that only moves when told.
 struct Harness {
@@ -38,7 +45,7 @@ struct Harness {
         _ = on(.spawned(.memory, pid: 10))
         _ = on(.fromMemory(pid: 10, .ready(size: 4096)))
         _ = on(.spawned(.worker, pid: 11))
-        _ = on(.fromWorker(pid: 11, .serving))
+        _ = on(.fromWorker(pid: 11, .serving(sandbox)))
     }
 }
 
@@ -73,7 +80,7 @@ struct SupervisorCoreTests {
         #expect(h.core.hasSegment)
         let serve = h.on(.spawned(.worker, pid: 11))
         #expect(serve.contains(.sendWorker(.serve(WorkerStart(settings: workerSettings, memory: PLCMemoryDefinition(), listening: true, metricsListeners: 0)))))
-        #expect(logs(h.on(.fromWorker(pid: 11, .serving))) == ["S7 worker (pid 11) is serving"])
+        #expect(logs(h.on(.fromWorker(pid: 11, .serving(sandbox)))) == ["S7 worker (pid 11) is serving"])
         #expect(h.core.report(h.now, snapshot: nil, problem: nil).state == .listening)
     }
 
@@ -81,7 +88,7 @@ struct SupervisorCoreTests {
         var h = Harness()
         h.running()
         // 'serving' again, while running: outside the table.
-        let out = h.on(.fromWorker(pid: 11, .serving))
+        let out = h.on(.fromWorker(pid: 11, .serving(sandbox)))
         #expect(sends(out) == ["kill:11"])
         #expect(logs(out).contains { $0.contains("S7 worker (pid 11) sent a message outside the protocol (a serving message is not allowed while running); killed it (SIGKILL) and forgot it; restarting it in 0.1 s") })
         // Forgotten: its later messages and its exit change nothing.
@@ -119,11 +126,11 @@ struct SupervisorCoreTests {
         #expect(logs(out).contains { $0.contains("S7 worker (pid 11) exited with status 1 after 0.0 s (the listening socket stays open; clients reconnect); restarting it in 0.1 s") })
         #expect(sends(h.advance(100)) == ["spawn:worker"])
         _ = h.on(.spawned(.worker, pid: 12))
-        _ = h.on(.fromWorker(pid: 12, .serving))
+        _ = h.on(.fromWorker(pid: 12, .serving(sandbox)))
         _ = h.on(.exited(pid: 12, .signaled(11)))
         #expect(sends(h.advance(200)) == ["spawn:worker"])
         _ = h.on(.spawned(.worker, pid: 13))
-        _ = h.on(.fromWorker(pid: 13, .serving))
+        _ = h.on(.fromWorker(pid: 13, .serving(sandbox)))
         _ = h.advance(31_000)
         out = h.on(.exited(pid: 13, .signaled(11)))
         #expect(logs(out).contains { $0.hasSuffix("restarting it in 0.1 s") }, "ran over 30 s: back to the first back-off")
@@ -219,12 +226,38 @@ struct SupervisorCoreTests {
         h.running()
         _ = h.on(.exited(pid: 10, .exited(1)))
         _ = h.advance(100)
-        #expect(h.on(.spawned(.memory, pid: 20)).contains(.sendWorker(.restarts(worker: 0, memory: 1))))
+        #expect(h.on(.spawned(.memory, pid: 20)).contains(.sendWorker(.restarts(worker: 0, memory: 1, sandboxKills: 0))))
     }
 
     @Test func theReportSaysDisabledWithoutAListener() {
         var h = Harness(listening: false)
         h.running()
         #expect(h.core.report(h.now, snapshot: nil, problem: nil).state == .disabled)
+    }
+
+    @Test func aWorkerKilledByItsSandboxIsLoggedWithTheCallCountedAndRestarted() {
+        var h = Harness(metrics: 1)
+        h.running()
+        #expect(h.core.report(h.now, snapshot: nil, problem: nil).children.first { $0.role == .worker }?.sandbox == sandbox)
+        #expect(h.on(.sandboxViolation(.worker, pid: 11, systemCall: 41, name: "socket")).isEmpty)
+        let out = h.on(.exited(pid: 11, .signaled(SIGSYS)))
+        #expect(logs(out) == ["S7 worker (pid 11) was killed by the sandbox: system call 41 (socket) after 0.0 s (the listening socket stays open; clients reconnect); restarting it in 0.1 s"])
+        let worker = h.core.report(h.now, snapshot: nil, problem: nil).children.first { $0.role == .worker }
+        #expect(worker?.sandboxKills == 1 && worker?.restarts == 1 && worker?.pid == nil && worker?.sandbox == nil)
+        #expect(sends(h.advance(100)) == ["spawn:worker"])
+        #expect(h.on(.spawned(.worker, pid: 12)).contains(.sendWorker(.restarts(worker: 1, memory: 0, sandboxKills: 1))))
+        // A SIGSYS with no report line (the kernel's kill action) still counts, and says so.
+        _ = h.on(.fromWorker(pid: 12, .serving(sandbox)))
+        #expect(logs(h.on(.exited(pid: 12, .signaled(SIGSYS)))).first?.contains("was killed by the sandbox: SIGSYS, with no system call reported") == true)
+        #expect(h.core.sandboxKills[.worker] == 2)
+    }
+
+    @Test func aWorkerWithoutItsSandboxStopsEverythingWithStatus11() {
+        var h = Harness()
+        h.running()
+        let out = h.on(.exited(pid: 11, .exited(ChildExitStatus.sandboxUnavailable.rawValue)))
+        #expect(logs(out) == ["the S7 worker (pid 11) could not put its sandbox in place (its line before says why); s7commd does not serve without it and stops (exit status 11)"])
+        #expect(sends(out) == ["memory:stop"])
+        #expect(sends(h.on(.exited(pid: 10, .exited(0)))) == ["exit:11"])
     }
 }

@@ -1,0 +1,216 @@
+"""A compromised S7 worker: as root, gdb (Debian's) attaches to the running worker and makes it
+call, one at a time, what an attacker with code execution would. Each call must fail (an errno,
+or SIGSYS from the seccomp filter), the siblings and files must be unchanged, and a worker the
+sandbox ended must be serving again within 2 s with no acknowledged write lost."""
+import hashlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port, make_config, server_binary
+from test_privsep import client, roles, start, status, stop
+
+EACCES = 13
+
+
+@pytest.fixture(autouse=True)
+def root_and_gdb():
+    if os.geteuid() != 0:
+        pytest.fail("these tests attach gdb to s7commd's worker: run them as root, as CI does")
+    if shutil.which("gdb") is None:
+        pytest.fail("gdb is missing: scripts/install-deps installs it (apt-get install gdb)")
+
+
+def gdb(pid, *commands):
+    """Runs gdb commands in process `pid` (batch mode); returns gdb's output."""
+    args = ["gdb", "-nx", "-batch", "-p", str(pid), "-ex", "set confirm off"]
+    for command in commands:
+        args += ["-ex", command]
+    args += ["-ex", "detach"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    return r.stdout + r.stderr
+
+
+def values(output):
+    """The $N = value lines gdb printed, in order."""
+    return [int(v) for v in re.findall(r"^\$\d+ = (-?\d+)$", output, re.M)]
+
+
+def fingerprint(directory):
+    """Every file under `directory` with its content hash: what an attacker would change."""
+    out = {}
+    for path in sorted(Path(directory).rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            out[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+        elif not path.is_dir():
+            out[str(path)] = "special"
+    return out
+
+
+def retained_config():
+    cfg = make_config(free_port())
+    cfg["data_blocks"][0]["retain"] = True
+    return cfg
+
+
+class Running:
+    """A root start with a retained DB1 and an acknowledged write in it."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.h = start(tmp_path, retained_config())
+        kids = roles(self.h.process.pid)
+        self.worker, self.memory = kids["__worker"], kids["__memory"]
+        c = client(self.h)
+        c.db_write(1, 0, bytearray(b"acked!"))
+        c.disconnect()
+        retain = tmp_path / "state" / "retain.bin"
+        deadline = time.monotonic() + 5
+        while (not retain.exists() or b"acked!" not in retain.read_bytes()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert b"acked!" in retain.read_bytes(), "the acknowledged write did not reach retain.bin"
+        self.files = fingerprint(tmp_path / "state") | {k: v for k, v in fingerprint(tmp_path).items() if not k.endswith(".log")}
+
+    def siblings_unchanged(self):
+        assert self.h.process.poll() is None, f"the supervisor ended:\n{self.h.log()}"
+        assert roles(self.h.process.pid)["__memory"] == self.memory, "the memory process was replaced"
+        st = status(self.memory)
+        assert st["State"][0] in "SR", f"the memory process is {st['State']}"
+        assert st["TracerPid"] == "0", f"the memory process is traced by {st['TracerPid']}"
+        now = fingerprint(self.tmp_path / "state") | {k: v for k, v in fingerprint(self.tmp_path).items() if not k.endswith(".log")}
+        assert now == self.files, "files in the runtime or state directory changed"
+
+    def worker_killed_and_back(self, name):
+        """The sandbox ended the worker for system call `name`; a new one serves within 2 s."""
+        ended = time.monotonic()
+        deadline = ended + 2.0
+        while True:
+            try:
+                c = client(self.h)
+                assert c.db_read(1, 0, 6) == bytearray(b"acked!")
+                c.disconnect()
+                break
+            except Exception:
+                assert time.monotonic() < deadline, f"no worker served within 2 s after the sandbox ended one:\n{self.h.log()}"
+                time.sleep(0.05)
+        assert roles(self.h.process.pid)["__worker"] != self.worker
+        log = self.h.log()
+        assert re.search(rf"S7 worker \(pid {self.worker}\): sandbox violation: system call \d+", log), log
+        assert re.search(rf"S7 worker \(pid {self.worker}\) was killed by the sandbox: system call \d+ \({name}\)", log), log
+        r = subprocess.run([str(server_binary()), "status", "--pid-file", str(self.tmp_path / "s7commd.pid")],
+                           capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0 and "sandbox kills 1" in r.stdout, r.stdout + r.stderr
+
+    def worker_alive(self):
+        assert roles(self.h.process.pid)["__worker"] == self.worker, f"the worker was replaced:\n{self.h.log()}"
+        c = client(self.h)
+        assert c.db_read(1, 0, 6) == bytearray(b"acked!")
+        c.disconnect()
+
+
+@pytest.fixture
+def running(tmp_path):
+    r = Running(tmp_path)
+    yield r
+    stop(r.h)
+
+
+def errno_call(running, call):
+    out = gdb(running.worker, f"print (long){call}", "print *(int*)__errno_location()")
+    result = values(out)
+    assert len(result) == 2, out
+    return result
+
+
+def test_the_worker_is_confined_as_proc_shows(running):
+    st = status(running.worker)
+    assert st["Seccomp"] == "2", st["Seccomp"]
+    assert int(st.get("Seccomp_filters", "0")) >= 1, st
+    assert st["NoNewPrivs"] == "1"
+    assert "sandbox: uid" in running.h.log() and "seccomp filter (" in running.h.log()
+    r = subprocess.run([str(server_binary()), "status", "--pid-file", str(running.tmp_path / "s7commd.pid")],
+                       capture_output=True, text=True, timeout=20)
+    assert re.search(r"^  sandbox: user \S+ \(uid \d+, gid \d+\), seccomp filter mode, \d+ filters?, NoNewPrivs 1, not dumpable", r.stdout, re.M), r.stdout
+    assert "sandbox kills 0" in r.stdout, r.stdout
+
+
+def test_opening_retain_bin_for_writing_fails(running):
+    retain = running.tmp_path / "state" / "retain.bin"
+    assert errno_call(running, f'open("{retain}", 1)') == [-1, EACCES]
+    running.worker_alive()
+    running.siblings_unchanged()
+
+
+def test_creating_a_file_beside_memory_sock_fails(running):
+    target = running.tmp_path / "planted"
+    assert (running.tmp_path / "memory.sock").exists()
+    assert errno_call(running, f'open("{target}", 0101, 0600)') == [-1, EACCES]
+    assert not target.exists()
+    running.worker_alive()
+    running.siblings_unchanged()
+
+
+def test_a_new_socket_fails(running):
+    assert errno_call(running, "socket(2, 1, 0)") == [-1, EACCES]
+    running.worker_alive()
+    running.siblings_unchanged()
+
+
+def test_connect_to_a_loopback_listener_ends_the_worker(running):
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    listener.settimeout(0.5)
+    port = listener.getsockname()[1]
+    # The worker can make no socket, so it would use one it holds: its channel (descriptor 3).
+    net_port = ((port & 0xFF) << 8) | (port >> 8)
+    out = gdb(running.worker, "set $a = (char *)malloc(16)", "set *(unsigned short *)$a = 2",
+              f"set *(unsigned short *)($a + 2) = {net_port}", "set *(unsigned int *)($a + 4) = 0x0100007f",
+              "print (int)connect(3, $a, 16)")
+    assert "signaled while in a function called from GDB" in out, out
+    with pytest.raises(socket.timeout):
+        listener.accept()
+    listener.close()
+    running.worker_killed_and_back("connect")
+    running.siblings_unchanged()
+
+
+def test_stopping_the_memory_process_ends_the_worker(running):
+    out = gdb(running.worker, f"print (int)kill({running.memory}, 19)")
+    assert "signaled while in a function called from GDB" in out, out
+    running.worker_killed_and_back("kill")
+    running.siblings_unchanged()
+
+
+def test_terminating_the_supervisor_ends_the_worker(running):
+    out = gdb(running.worker, f"print (int)kill({running.h.process.pid}, 15)")
+    assert "signaled while in a function called from GDB" in out, out
+    running.worker_killed_and_back("kill")
+    running.siblings_unchanged()
+
+
+def test_ptrace_of_the_memory_process_ends_the_worker(running):
+    out = gdb(running.worker, f"print (long)ptrace(16, {running.memory}, 0, 0)")
+    assert "signaled while in a function called from GDB" in out, out
+    running.worker_killed_and_back("ptrace")
+    running.siblings_unchanged()
+
+
+def test_exec_of_a_shell_ends_the_worker(running):
+    out = gdb(running.worker, 'print (int)execve("/bin/sh", 0, 0)')
+    assert "signaled while in a function called from GDB" in out, out
+    running.worker_killed_and_back("execve")
+    running.siblings_unchanged()
+
+
+def test_an_executable_mapping_ends_the_worker(running):
+    out = gdb(running.worker, "print (long)mmap(0, 4096, 5, 0x22, -1, 0)")
+    assert "signaled while in a function called from GDB" in out, out
+    running.worker_killed_and_back("mmap")
+    running.siblings_unchanged()
