@@ -17,6 +17,15 @@
 //                    `plain-mapping` maps without it; `chdir` prints chdir's result and errno;
 //                    `trap`: a filter whose default reports the call (SandboxViolationReporter)
 //                    and ends the process with SIGSYS, then socket(2)
+//   landlock WHAT    restrict this process with Landlock and print, one `what: result` line
+//                    each, what it can still do (a result is `ok` or the errno's name):
+//                    `nothing` (Policy.nothing; fd 3 is a loopback TCP listener and fd 4 an
+//                    abstract Unix listener of the parent) tries files, TCP, signals and the
+//                    abstract socket, each first before the restriction; `directory DIR
+//                    OUTSIDE` (onlyDirectory(DIR)) replaces DIR/target atomically, creates,
+//                    renames and removes inside DIR, then tries /etc/hostname and the file
+//                    OUTSIDE; `missing PATH` and `threads` print the error restrict throws for
+//                    a PATH that does not exist and for a second thread, then what is still open
 
 #if canImport(Glibc)
 import Glibc
@@ -208,6 +217,162 @@ func seccomp(_ what: String) throws -> Never {
     _exit(0)
 }
 
+/// The name of an errno the Landlock cases expect, else its number.
+func errnoName(_ code: CInt) -> String {
+    let names: [CInt: String] = [
+        EACCES: "EACCES", EPERM: "EPERM", ENOENT: "ENOENT", ECONNREFUSED: "ECONNREFUSED",
+        EINVAL: "EINVAL", EEXIST: "EEXIST", EXDEV: "EXDEV", ENOTDIR: "ENOTDIR",
+    ]
+    return names[code] ?? "errno \(code)"
+}
+
+/// Prints `what: ok` when `body` returns 0 or more, else `what: ERRNO`.
+func attempt(_ what: String, _ body: () -> Int) {
+    let result = body()
+    print("\(what): \(result >= 0 ? "ok" : errnoName(errno))")
+}
+
+/// Prints `what: ok`, or `what: ERRNO` from the SystemCallError `body` throws.
+func attempt(_ what: String, _ body: () throws -> Void) {
+    do {
+        try body()
+        print("\(what): ok")
+    } catch let error as SystemCallError {
+        print("\(what): \(errnoName(error.errno.rawValue)) (\(error.operation))")
+    } catch {
+        print("\(what): \(error)")
+    }
+}
+
+/// Opens `path` with `flags` and closes it again: 0, or -1 with errno set.
+func openAndClose(_ path: String, _ flags: CInt) -> Int {
+    let fd = open(path, flags | O_CLOEXEC, 0o600)
+    if fd >= 0 { close(fd) }
+    return fd >= 0 ? 0 : -1
+}
+
+/// The address a socket is bound to.
+func boundAddress(_ fd: FileDescriptor) -> (sockaddr_storage, socklen_t) {
+    var address = sockaddr_storage()
+    var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+    let result = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd.rawValue, $0, &length) }
+    }
+    if result != 0 { fail("getsockname of fd \(fd.rawValue): \(errnoName(errno))") }
+    return (address, length)
+}
+
+/// A new socket of `family` connected to `address`: 0, or -1 with errno set.
+func connectNew(_ family: CInt, to address: (sockaddr_storage, socklen_t)) -> Int {
+    var (storage, length) = address
+    let fd = socket(family, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+    if fd < 0 { fail("socket: \(errnoName(errno))") }
+    defer { close(fd) }
+    let result = withUnsafePointer(to: &storage) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, length) }
+    }
+    return Int(result)
+}
+
+/// A new TCP socket bound to 127.0.0.1 port 0: 0, or -1 with errno set.
+func bindLoopback() -> Int {
+    let fd = socket(AF_INET, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
+    if fd < 0 { fail("socket: \(errnoName(errno))") }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = in_addr_t(0x7F00_0001).bigEndian
+    let result = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    return Int(result)
+}
+
+func landlockNothing() throws {
+    let tcp = boundAddress(inherited)
+    let abstract = boundAddress(FileDescriptor(rawValue: 4))
+    let earlier = open("/etc/hostname", O_RDONLY | O_CLOEXEC)
+    if earlier < 0 { fail("cannot open /etc/hostname before the restriction: \(errnoName(errno))") }
+    attempt("before tcp-connect") { connectNew(AF_INET, to: tcp) }
+    attempt("before abstract-connect") { connectNew(AF_UNIX, to: abstract) }
+    attempt("before kill-parent") { Int(kill(getppid(), 0)) }
+    let outcome = try Landlock.restrict(.nothing)
+    print("abi: \(outcome.abi.map(String.init) ?? "none")")
+    print("outcome: \(outcome)")
+    attempt("open /etc/hostname") { openAndClose("/etc/hostname", O_RDONLY) }
+    let scratch = "/tmp/s7sysprobe-landlock-\(getpid())"
+    attempt("create in /tmp") {
+        let result = openAndClose(scratch, O_WRONLY | O_CREAT | O_EXCL)
+        if result == 0 { unlink(scratch) }
+        return result
+    }
+    var buffer = [UInt8](repeating: 0, count: 256)
+    attempt("read earlier descriptor") { read(earlier, &buffer, buffer.count) > 0 ? 0 : -1 }
+    attempt("tcp-connect") { connectNew(AF_INET, to: tcp) }
+    attempt("tcp-bind") { bindLoopback() }
+    attempt("kill-parent") { Int(kill(getppid(), 0)) }
+    attempt("kill-self") { Int(kill(getpid(), 0)) }
+    attempt("abstract-connect") { connectNew(AF_UNIX, to: abstract) }
+}
+
+func landlockDirectory(_ directory: String, outside: String) throws {
+    let outcome = try Landlock.restrict(.onlyDirectory(directory))
+    print("abi: \(outcome.abi.map(String.init) ?? "none")")
+    print("outcome: \(outcome)")
+    let target = directory + "/target"
+    attempt("atomic replace") { try AtomicFile.write(Array("new".utf8), to: target, mode: 0o600) }
+    attempt("read target") {
+        guard let bytes = try? readFile(target) else { return -1 }
+        print("target: \(String(decoding: bytes, as: UTF8.self))")
+        return 0
+    }
+    let scratch = directory + "/scratch"
+    attempt("create") { openAndClose(scratch, O_WRONLY | O_CREAT | O_EXCL) }
+    attempt("truncate") { openAndClose(scratch, O_WRONLY | O_TRUNC) }
+    attempt("rename") { Int(rename(scratch, scratch + "-renamed")) }
+    attempt("unlink") { Int(unlink(scratch + "-renamed")) }
+    attempt("mkdir") { Int(mkdir(directory + "/sub", 0o700)) }
+    attempt("rename into subdirectory") {
+        let inner = directory + "/sub/moved"
+        let result = openAndClose(directory + "/moving", O_WRONLY | O_CREAT | O_EXCL)
+        return result < 0 ? result : Int(rename(directory + "/moving", inner) == 0 ? unlink(inner) : -1)
+    }
+    attempt("rmdir") { Int(rmdir(directory + "/sub")) }
+    attempt("open /etc/hostname") { openAndClose("/etc/hostname", O_RDONLY) }
+    attempt("read outside") { openAndClose(outside, O_RDONLY) }
+    attempt("write outside") { openAndClose(outside, O_WRONLY) }
+    attempt("create beside the directory") { openAndClose(outside + "-new", O_WRONLY | O_CREAT | O_EXCL) }
+    attempt("tcp-bind") { bindLoopback() }
+}
+
+/// What restrict throws in a process that cannot be restricted, and that it was not.
+func landlockRefused(_ policy: Landlock.Policy) {
+    do {
+        let outcome = try Landlock.restrict(policy)
+        print("restricted: \(outcome)")
+    } catch {
+        print("error: \(error)")
+    }
+    attempt("open /etc/hostname") { openAndClose("/etc/hostname", O_RDONLY) }
+    print("no-new-privileges: \((try? Capabilities.current().noNewPrivileges).map(String.init) ?? "unknown")")
+}
+
+func landlock(_ arguments: [String]) throws {
+    switch (arguments.first, arguments.count) {
+    case ("nothing", 1): try landlockNothing()
+    case ("directory", 3): try landlockDirectory(arguments[1], outside: arguments[2])
+    case ("missing", 2): landlockRefused(Landlock.Policy(readOnly: ["/etc", arguments[1]]))
+    case ("threads", 1):
+        var thread = pthread_t()
+        let created = pthread_create(&thread, nil, { _ in
+            while true { pause() }
+        }, nil)
+        if created != 0 { fail("pthread_create: \(errnoName(created))") }
+        landlockRefused(.nothing)
+    default: fail("usage: S7SysProbe landlock nothing | directory DIR OUTSIDE | missing PATH | threads")
+    }
+}
+
 let arguments = CommandLine.arguments.dropFirst()
 do {
     switch (arguments.first, arguments.count) {
@@ -219,7 +384,8 @@ do {
     case ("reap-any", 1): try reapAny()
     case ("exit", 2): exit(CInt(arguments.last!) ?? 1)
     case ("seccomp", 2): try seccomp(arguments.last!)
-    default: fail("usage: S7SysProbe demote USER | receive-fd | peercred | hold-mutex | describe | reap-any | exit STATUS | seccomp WHAT")
+    case ("landlock", 2...): try landlock(Array(arguments.dropFirst()))
+    default: fail("usage: S7SysProbe demote USER | receive-fd | peercred | hold-mutex | describe | reap-any | exit STATUS | seccomp WHAT | landlock WHAT")
     }
 } catch {
     fail("\(error)")
