@@ -243,7 +243,7 @@ public struct SandboxReport: Equatable, Sendable, CustomStringConvertible {
         default: "no seccomp"
         }
         return "uid \(uid) gid \(gid), \(seccomp), NoNewPrivs \(noNewPrivileges ? 1 : 0), \(dumpable ? "dumpable" : "not dumpable"), "
-            + "Landlock: \(landlock), \(limits)"
+            + "\(landlock), \(limits)"
     }
 
     func write(_ w: inout IPCWriter) {

@@ -94,8 +94,12 @@ final class SupervisorChannel<M: IPCMessage>: @unchecked Sendable {
 
 /// The S7 worker: receives the listening socket and the PLC memory segment, serves clients.
 public enum WorkerRole {
-    /// - Parameter ownUser: no other process of s7commd runs as this worker's user.
-    public static func run(control: SystemPackage.FileDescriptor, threads: Int, ownUser: Bool, logger: Logger,
+    /// - Parameters:
+    ///   - ownUser: no other process of s7commd runs as this worker's user.
+    ///   - landlock: what Landlock enforces on this process (put in place at its start).
+    ///   - statusFile: /proc/self/status, opened before Landlock, for the sandbox's report.
+    public static func run(control: SystemPackage.FileDescriptor, threads: Int, ownUser: Bool, landlock: String,
+                           statusFile: SystemPackage.FileDescriptor, logger: Logger,
                            clock: @escaping @Sendable () -> PLCDateTime) async throws -> Int32 {
         let channel = SupervisorChannel<SupervisorToWorker>(socket: control, role: "worker", logger: logger)
         var server: S7Server?
@@ -129,7 +133,7 @@ public enum WorkerRole {
                 }
                 let sandbox: SandboxReport
                 do {
-                    sandbox = try WorkerSandbox.install(ownUser: ownUser)
+                    sandbox = try WorkerSandbox.install(ownUser: ownUser, landlock: landlock, statusFile: statusFile)
                 } catch {
                     logger.critical("worker: could not put the sandbox in place: \(error); a worker does not serve without it, so s7commd stops. Run `s7commd doctor` to see what this kernel offers.")
                     exit(ChildExitStatus.sandboxUnavailable.rawValue)

@@ -1,4 +1,5 @@
 import Logging
+import PLCMemoryClient
 import S7IPC
 import S7Sys
 import SystemPackage
@@ -9,7 +10,8 @@ import Glibc
 
 /// The S7 worker's confinement, put in place once it holds every descriptor it will ever use
 /// (the listener, the segment, the channel, the event loops) and before it answers the
-/// supervisor: resource limits, then a seccomp allow-list on every thread. From then on the
+/// supervisor: resource limits, then a seccomp allow-list on every thread (Landlock, which
+/// takes away the filesystem, is in place since the worker's start). From then on the
 /// worker can do what serving S7 clients takes and nothing else: no new socket, no connect,
 /// bind or listen, no file opened, no exec, no process, no ptrace, no signal to another
 /// process, no executable mapping. A call outside the list ends the worker with SIGSYS after
@@ -36,11 +38,19 @@ public enum WorkerSandbox {
     ]
 
     /// Confines the calling process (the worker) for good and reports what the kernel now says.
-    /// - Parameter ownUser: the worker runs as a user no other process of s7commd has, so
-    ///   RLIMIT_NPROC counts its threads only.
-    public static func install(ownUser: Bool) throws -> SandboxReport {
+    /// - Parameters:
+    ///   - ownUser: the worker runs as a user no other process of s7commd has, so
+    ///     RLIMIT_NPROC counts its threads only.
+    ///   - landlock: what Landlock enforces (put in place when the worker started, while it had
+    ///     one thread), for the report.
+    ///   - statusFile: /proc/self/status, opened before Landlock took the filesystem away;
+    ///     closed here.
+    public static func install(ownUser: Bool, landlock: String, statusFile: FileDescriptor) throws -> SandboxReport {
+        defer { try? statusFile.close() }
         try SandboxViolationReporter.install(prefix: "S7 worker (pid \(getpid())): ")
-        let threads = try Privileges.threadCount()
+        guard let threads = try ProcessStatus.read(descriptor: statusFile, name: "/proc/self/status").threads else {
+            throw RuntimeError("/proc/self/status has no Threads line")
+        }
         var limits = ["RLIMIT_FSIZE 0", "RLIMIT_CORE 0"]
         try ResourceLimit.fileSize.set(to: 0)
         try ResourceLimit.coreSize.set(to: 0)
@@ -53,9 +63,6 @@ public enum WorkerSandbox {
         }
 
         let dumpable = try Privileges.isDumpable()
-        // Read back after the filter, which refuses open.
-        let statusFile = try FileDescriptor.open("/proc/self/status", .readOnly, options: .closeOnExec)
-        defer { try? statusFile.close() }
         let filter = try SeccompFilter(defaultAction: .trap)
         try filter.allow(allowed, skippingUnknown: true)
         let exec = UInt64(PROT_EXEC)
@@ -82,7 +89,7 @@ public enum WorkerSandbox {
         let status = try ProcessStatus.read(descriptor: statusFile, name: "/proc/self/status")
         return SandboxReport(uid: getuid(), gid: getgid(), seccompMode: status.seccompMode ?? 0,
                              seccompFilters: status.seccompFilters ?? 0, noNewPrivileges: status.noNewPrivileges,
-                             dumpable: dumpable, landlock: "not used", limits: limits.joined(separator: ", "))
+                             dumpable: dumpable, landlock: landlock, limits: limits.joined(separator: ", "))
     }
 
     /// Threads the worker may start after the limit is set (Swift's cooperative pool and

@@ -53,7 +53,7 @@ public struct SupervisorStatus: Codable, Equatable, Sendable {
             default: "NO seccomp filter"
             }
             return "user \(user ?? "?") (uid \(uid), gid \(gid)), \(seccomp), NoNewPrivs \(noNewPrivs ? 1 : 0), "
-                + "\(dumpable ? "DUMPABLE" : "not dumpable"), Landlock \(landlock), \(limits)"
+                + "\(dumpable ? "DUMPABLE" : "not dumpable"), \(landlock), \(limits)"
         }
     }
 

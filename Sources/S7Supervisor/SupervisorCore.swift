@@ -280,12 +280,13 @@ public struct SupervisorCore: Sendable {
             sandboxKills[role, default: 0] += 1
             ended = "was killed by the sandbox: \(child.violation ?? "SIGSYS, with no system call reported")"
         }
-        if role == .worker, termination == .exited(ChildExitStatus.sandboxUnavailable.rawValue), case .running = state {
+        if termination == .exited(ChildExitStatus.sandboxUnavailable.rawValue), case .running = state {
             // Restarting would meet the same kernel: stop, and say so.
             slots[role] = .down(restartAt: nil)
             state = .stopping
             stopStatus = Self.sandboxUnavailableStatus
-            return [.log(.error, "the S7 worker (pid \(child.pid)) could not put its sandbox in place (its line before says why); s7commd does not serve without it and stops (exit status \(stopStatus))")]
+            for other in ChildRole.allCases where slots[other]?.child == nil { slots[other] = .down(restartAt: nil) }
+            return [.log(.error, "the \(role) (pid \(child.pid)) could not put its sandbox in place (its line before says why); s7commd does not run without it and stops (exit status \(stopStatus))")]
                 + stopNext(now)
         }
         return gone(role, child, now, whileStopping: (.info, "\(role) (pid \(child.pid)) stopped: \(ended)"),

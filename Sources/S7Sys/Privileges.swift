@@ -90,11 +90,6 @@ public enum Privileges {
         } != 0
     }
 
-    /// How many threads this process has (the entries of /proc/self/task).
-    public static func threadCount() throws -> Int {
-        try threadStatusPaths().count
-    }
-
     /// Sets no-new-privileges: no `execve` from now on grants a capability or a set-id.
     public static func setNoNewPrivileges() throws {
         _ = try retryingOnInterrupt("could not set no-new-privileges (PR_SET_NO_NEW_PRIVS)") {

@@ -41,6 +41,8 @@ public struct ProcessStatus: Equatable, Sendable {
     public var seccompMode: Int?
     /// How many seccomp filters are attached (`Seccomp_filters`, Linux 5.9 and later).
     public var seccompFilters: Int?
+    /// How many threads the process has (`Threads`).
+    public var threads: Int?
 
     /// Reads /proc/PID/status of process `pid`.
     public static func read(pid: pid_t) throws -> ProcessStatus {
@@ -116,6 +118,7 @@ public struct ProcessStatus: Equatable, Sendable {
         gid = try ids("Gid")
         seccompMode = fields["Seccomp"].flatMap { Int($0) }
         seccompFilters = fields["Seccomp_filters"].flatMap { Int($0) }
+        threads = fields["Threads"].flatMap { Int($0) }
     }
 }
 

@@ -50,7 +50,7 @@ enum Entry {
     }
 
     /// A child of the supervisor: `s7commd __worker|__memory [--log-level L] [--journal]
-    /// [--threads N]`, its channel to the supervisor on descriptor 3. Internal: not for people
+    /// [--threads N] [--state-dir DIR]`, its channel to the supervisor on descriptor 3. Internal: not for people
     /// to run. Its exit status is a ``ChildExitStatus``.
     static func runChild(_ role: String, _ options: [String]) -> Never {
         func option(_ name: String) -> String? {
@@ -74,16 +74,32 @@ enum Entry {
             exit(ChildExitStatus.unsafeStart.rawValue)
         }
         let threads = option("--threads").flatMap(Int.init) ?? 1
-        if role == "__worker" {
-            // Read the time zone once, now: glibc looks at /etc/localtime again on every
-            // localtime() unless TZ names it, and the worker's sandbox refuses open.
-            if getenv("TZ") == nil { setenv("TZ", ":/etc/localtime", 1) }
-            tzset()
+        // Read the time zone once, now: glibc looks at /etc/localtime again on every
+        // localtime() unless TZ names it, and the sandboxes refuse it from here on.
+        if getenv("TZ") == nil { setenv("TZ", ":/etc/localtime", 1) }
+        tzset()
+        // Landlock while this is the only thread (it covers the calling thread and the ones it
+        // starts): the worker gets no filesystem at all, the memory process its state
+        // directory and, read-only, /proc (the groups of a memory.sock peer).
+        let landlock: Landlock.Outcome
+        var statusFile: SystemPackage.FileDescriptor?
+        do {
+            // The worker's sandbox reports what /proc says of it, once the filesystem is gone.
+            if role == "__worker" { statusFile = try .open("/proc/self/status", .readOnly, options: .closeOnExec) }
+            let stateDirectory = option("--state-dir")
+            landlock = try Landlock.restrict(role == "__worker" ? .nothing
+                : Landlock.Policy(readOnly: ["/proc"], readWrite: stateDirectory.map { [$0] } ?? []))
+        } catch {
+            logger.critical("\(name): could not put Landlock in place: \(error); it does not run without its sandbox, so s7commd stops")
+            exit(ChildExitStatus.sandboxUnavailable.rawValue)
         }
+        if !landlock.isEnforced { logger.notice("\(name): \(landlock); the seccomp filter and the other limits still hold") }
         let ownUser = supervisorUID != getuid()
+        let workerStatusFile = statusFile
         runAsync {
             let status = role == "__worker"
-                ? try await WorkerRole.run(control: control, threads: threads, ownUser: ownUser, logger: logger, clock: localClock)
+                ? try await WorkerRole.run(control: control, threads: threads, ownUser: ownUser, landlock: "\(landlock)",
+                                          statusFile: workerStatusFile!, logger: logger, clock: localClock)
                 : try await MemoryRole.run(control: control, logger: logger)
             exit(status)
         }

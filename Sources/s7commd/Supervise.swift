@@ -83,7 +83,8 @@ extension Run {
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let setup = SupervisorLoop.Setup(
             executables: [.worker: workerProgram ?? executable, .memory: executable],
-            arguments: [.worker: common + ["--threads", String(threadCount)], .memory: common],
+            arguments: [.worker: common + ["--threads", String(threadCount)],
+                        .memory: common + (p.retains ? ["--state-dir", stateDir] : [])],
             environment: SupervisorLoop.childEnvironment(ProcessInfo.processInfo.environment),
             listener: p.listener, metricsListeners: metrics, controlListener: p.controlSocket, memoryListener: p.memorySocket,
             serviceUID: p.service.uid, serviceGID: p.service.gid,

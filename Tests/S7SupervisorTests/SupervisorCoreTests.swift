@@ -256,7 +256,7 @@ struct SupervisorCoreTests {
         var h = Harness()
         h.running()
         let out = h.on(.exited(pid: 11, .exited(ChildExitStatus.sandboxUnavailable.rawValue)))
-        #expect(logs(out) == ["the S7 worker (pid 11) could not put its sandbox in place (its line before says why); s7commd does not serve without it and stops (exit status 11)"])
+        #expect(logs(out) == ["the S7 worker (pid 11) could not put its sandbox in place (its line before says why); s7commd does not run without it and stops (exit status 11)"])
         #expect(sends(out) == ["memory:stop"])
         #expect(sends(h.on(.exited(pid: 10, .exited(0)))) == ["exit:11"])
     }

@@ -15,7 +15,6 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
-#include "cs7sys_sandbox.h"
 
 // memfd_create(2) flags.
 #define CS7_MFD_CLOEXEC 1U
