@@ -4,9 +4,24 @@ import Glibc
 import CS7Sys
 import SystemPackage
 
-/// Starting child programs with `posix_spawn` (spawn and exec, never fork without exec) and
-/// reaping them.
+/// Starting child programs with `posix_spawn` (spawn and exec, never fork without exec), or
+/// as another user with fork, an id switch and exec in C (``Identity``), and reaping them.
 public enum Spawn {
+    /// The user a child runs as instead of the caller's (see ``run(executable:arguments:environment:passing:standardInput:standardOutput:standardError:newSession:identity:)``).
+    public struct Identity: Equatable, Sendable, CustomStringConvertible {
+        /// The real, effective and saved uid of the child.
+        public var uid: uid_t
+        /// The real, effective and saved gid of the child, and its only group.
+        public var gid: gid_t
+
+        public init(uid: uid_t, gid: gid_t) {
+            self.uid = uid
+            self.gid = gid
+        }
+
+        public var description: String { "uid \(uid), gid \(gid)" }
+    }
+
     /// How a child ended.
     public enum Termination: Equatable, Sendable, CustomStringConvertible {
         /// It exited with this status.
@@ -37,8 +52,9 @@ public enum Spawn {
     /// standard input, output and error (each the caller's unless `standardInput`,
     /// `standardOutput`, `standardError` or `passing` replaces it), and nothing else: every
     /// other descriptor is closed in the child (`posix_spawn_file_actions_addclose` and
-    /// `addclosefrom_np`), close-on-exec or not. Its signal mask is empty and every signal
-    /// has its default action.
+    /// `addclosefrom_np`; with `identity`, `close` below the temporaries and `close_range`
+    /// with `CLOSE_RANGE_CLOEXEC` from them up), close-on-exec or not. Its signal mask is
+    /// empty and every signal has its default action.
     ///
     /// - Parameters:
     ///   - executable: an absolute path (no `PATH` search).
@@ -54,6 +70,13 @@ public enum Spawn {
     ///   - newSession: the child calls `setsid` before `exec` (`POSIX_SPAWN_SETSID`): it leads
     ///     a new session and process group, has no controlling terminal, and a signal sent to
     ///     the caller's process group or a terminal hang-up does not reach it.
+    ///   - identity: when given, the child runs as exactly this uid and gid (real, effective
+    ///     and saved), with no supplementary group and no capability in any set, switched
+    ///     after fork and before exec (`cs7_spawn_as`: posix_spawn cannot change ids); it
+    ///     needs `CAP_SETGID` and `CAP_SETUID`, which the child drops before exec. Everything
+    ///     else is as without it. A step that fails in the child (e.g. `setresuid` without
+    ///     `CAP_SETUID`, or `execve` of a missing file) is thrown as a ``SystemCallError``
+    ///     that names it, after the child has been reaped.
     public static func run(
         executable: String,
         arguments: [String],
@@ -62,7 +85,8 @@ public enum Spawn {
         standardInput: Input = .inherit,
         standardOutput: FileDescriptor? = nil,
         standardError: FileDescriptor? = nil,
-        newSession: Bool = false
+        newSession: Bool = false,
+        identity: Identity? = nil
     ) throws -> pid_t {
         precondition(executable.hasPrefix("/"), "Spawn.run needs an absolute path, got \(executable)")
         precondition(
@@ -93,16 +117,51 @@ public enum Spawn {
             temporaries.append(temporary)
         }
 
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = environment.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer {
+            for pointer in argv { free(pointer) }
+            for pointer in envp { free(pointer) }
+        }
+        let child = Child(
+            executable: executable, argv: argv, envp: envp, temporaries: temporaries, targets: targets,
+            lowestTemporary: lowestTemporary, standardInput: standardInput, newSession: newSession
+        )
+        if let identity {
+            return try spawn(child, as: identity)
+        }
+        return try posixSpawn(child)
+    }
+
+    /// What both ways of starting a child need, prepared by ``run(executable:arguments:environment:passing:standardInput:standardOutput:standardError:newSession:identity:)``.
+    private struct Child {
+        var executable: String
+        /// NULL-terminated.
+        var argv: [UnsafeMutablePointer<CChar>?]
+        var envp: [UnsafeMutablePointer<CChar>?]
+        /// Close-on-exec duplicates, each at least `lowestTemporary`; `temporaries[i]` becomes
+        /// `targets[i]` in the child.
+        var temporaries: [CInt]
+        var targets: [CInt]
+        var lowestTemporary: CInt
+        var standardInput: Input
+        var newSession: Bool
+    }
+
+    private static func posixSpawn(_ child: Child) throws -> pid_t {
+        let executable = child.executable
+        let targets = child.targets
+        let lowestTemporary = child.lowestTemporary
         var actions = posix_spawn_file_actions_t()
         try checkingErrorNumber("could not prepare the file actions to spawn \(executable)", posix_spawn_file_actions_init(&actions))
         defer { posix_spawn_file_actions_destroy(&actions) }
-        for (temporary, target) in zip(temporaries, targets) {
+        for (temporary, target) in zip(child.temporaries, targets) {
             try checkingErrorNumber(
                 "could not add a dup2 to \(target) to the file actions to spawn \(executable)",
                 posix_spawn_file_actions_adddup2(&actions, temporary, target)
             )
         }
-        if standardInput == .devNull {
+        if child.standardInput == .devNull {
             // After the dup2s, which only read descriptors above every target, never 0.
             try checkingErrorNumber(
                 "could not add an open of /dev/null as standard input to the file actions to spawn \(executable)",
@@ -134,24 +193,92 @@ public enum Spawn {
         try checkingErrorNumber("could not set the signal mask to spawn \(executable)", posix_spawnattr_setsigmask(&attributes, &noSignals))
         try checkingErrorNumber("could not reset the signals to spawn \(executable)", posix_spawnattr_setsigdefault(&attributes, &allSignals))
         var flags = CInt(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)
-        if newSession { flags |= CS7_POSIX_SPAWN_SETSID }
+        if child.newSession { flags |= CS7_POSIX_SPAWN_SETSID }
         try checkingErrorNumber(
             "could not set the spawn flags for \(executable)",
             posix_spawnattr_setflags(&attributes, Int16(flags))
         )
 
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        let envp = environment.sorted { $0.key < $1.key }.map { strdup("\($0.key)=\($0.value)") } + [nil]
-        defer {
-            for pointer in argv { free(pointer) }
-            for pointer in envp { free(pointer) }
-        }
         var pid: pid_t = 0
         try checkingErrorNumber(
             "could not spawn \(executable) (posix_spawn)",
-            posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+            posix_spawn(&pid, executable, &actions, &attributes, child.argv, child.envp)
         )
         return pid
+    }
+
+    private static func spawn(_ child: Child, as identity: Identity) throws -> pid_t {
+        var failure = cs7_spawn_as_failure()
+        let pid = child.executable.withCString { path in
+            child.argv.withUnsafeBufferPointer { argv in
+                child.envp.withUnsafeBufferPointer { envp in
+                    child.temporaries.withUnsafeBufferPointer { sources in
+                        child.targets.withUnsafeBufferPointer { targets in
+                            var request = cs7_spawn_as_request(
+                                path: path, argv: argv.baseAddress, envp: envp.baseAddress,
+                                sources: sources.baseAddress, targets: targets.baseAddress, count: CInt(targets.count),
+                                lowest_temporary: child.lowestTemporary,
+                                standard_input_dev_null: child.standardInput == .devNull,
+                                new_session: child.newSession, uid: identity.uid, gid: identity.gid
+                            )
+                            return cs7_spawn_as(&request, &failure)
+                        }
+                    }
+                }
+            }
+        }
+        if pid > 0 { return pid }
+        throw SystemCallError(
+            spawnAsOperation(step: failure.step, detail: failure.detail, executable: child.executable, identity: identity),
+            errno: Errno(rawValue: failure.error_number)
+        )
+    }
+
+    /// The sentence for a step of `cs7_spawn_as` that failed.
+    static func spawnAsOperation(step: CInt, detail: CInt, executable: String, identity: Identity) -> String {
+        switch step {
+        case CS7_SPAWN_STEP_PIPE:
+            return "could not create the pipe to learn whether \(executable) started (pipe2)"
+        case CS7_SPAWN_STEP_MOVE_PIPE:
+            return "could not move the pipe to learn whether \(executable) started above the passed descriptors (F_DUPFD_CLOEXEC)"
+        case CS7_SPAWN_STEP_FORK:
+            return "could not start a child for \(executable) (fork)"
+        case CS7_SPAWN_STEP_READ:
+            return "could not learn whether the child for \(executable) started (read); it was killed"
+        case CS7_SPAWN_STEP_SIGACTION:
+            return "could not reset signal \(detail) to its default action in the child (sigaction)"
+        case CS7_SPAWN_STEP_SIGMASK:
+            return "could not empty the signal mask of the child (sigprocmask)"
+        case CS7_SPAWN_STEP_SETSID:
+            return "could not start a new session in the child (setsid)"
+        case CS7_SPAWN_STEP_SETGROUPS:
+            return "could not clear the supplementary groups of the child (setgroups)"
+        case CS7_SPAWN_STEP_SETRESGID:
+            return "could not switch the child to gid \(identity.gid) (setresgid)"
+        case CS7_SPAWN_STEP_SETRESUID:
+            return "could not switch the child to uid \(identity.uid) (setresuid)"
+        case CS7_SPAWN_STEP_CAPSET:
+            return "could not empty the capability sets of the child (capset)"
+        case CS7_SPAWN_STEP_AMBIENT:
+            return "could not clear the ambient capability set of the child (PR_CAP_AMBIENT_CLEAR_ALL)"
+        case CS7_SPAWN_STEP_VERIFY:
+            switch detail {
+            case CS7_SPAWN_VERIFY_UIDS: return "the uids of the child are not all \(identity.uid) after the switch (getresuid)"
+            case CS7_SPAWN_VERIFY_GIDS: return "the gids of the child are not all \(identity.gid) after the switch (getresgid)"
+            case CS7_SPAWN_VERIFY_GROUPS: return "the child has supplementary groups after setgroups(0, NULL) (getgroups)"
+            default: return "the child holds a capability after emptying its sets (capget)"
+            }
+        case CS7_SPAWN_STEP_DUP2:
+            return "could not pass a descriptor as \(detail) to the child (dup2)"
+        case CS7_SPAWN_STEP_DEV_NULL:
+            return "could not open /dev/null as standard input of the child (open)"
+        case CS7_SPAWN_STEP_CLOSE_RANGE:
+            return "could not mark every descriptor from \(detail) close-on-exec in the child (close_range)"
+        case CS7_SPAWN_STEP_EXECVE:
+            return "could not execute \(executable) as \(identity) (execve)"
+        default:
+            return "could not spawn \(executable) as \(identity) (unknown step \(step))"
+        }
     }
 
     /// Waits for the child `pid` to end and reaps it (`waitpid`, retried on EINTR).

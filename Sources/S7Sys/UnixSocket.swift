@@ -221,7 +221,7 @@ public enum UnixSocket {
 /// A pipe whose both ends are close-on-exec.
 public enum UnixPipe {
     /// Creates a pipe with `pipe2(O_CLOEXEC)`, so no spawned child inherits an end by
-    /// accident (pass one explicitly with ``Spawn/run(executable:arguments:environment:passing:standardInput:standardOutput:standardError:newSession:)``).
+    /// accident (pass one explicitly with ``Spawn/run(executable:arguments:environment:passing:standardInput:standardOutput:standardError:newSession:identity:)``).
     public static func make() throws -> (read: FileDescriptor, write: FileDescriptor) {
         var descriptors: [CInt] = [-1, -1]
         _ = try retryingOnInterrupt("could not create a pipe (pipe2)") {

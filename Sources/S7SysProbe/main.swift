@@ -8,7 +8,8 @@
 //                    made here, and wait for a message or end of stream
 //   hold-mutex       lock the robust mutex at offset 0 of the memfd at fd 3 and exit holding it
 //   describe         print one JSON line: sid, pgid, pid, where fd 0 points, the open
-//                    descriptors and the whole environment
+//                    descriptors and where each points, the whole environment, the uids,
+//                    gids, supplementary groups, capability sets and NoNewPrivs
 //   reap-any         spawn this program with `exit 7`, reap it with Spawn.reapAny and print it
 //   exit STATUS      exit with STATUS at once
 //   seccomp WHAT     install an allow-list of write and exit_group only (plus mmap without
@@ -133,7 +134,20 @@ func readLink(_ path: String) -> String {
     return length < 0 ? "" : String(decoding: buffer[0..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
+/// One line of /proc/self/status, e.g. "CapEff: 0000000000000000" for "CapEff".
+func statusLine(_ name: String, in status: String) -> String {
+    let prefix = name + ":"
+    return status.split(separator: "\n").first { $0.hasPrefix(prefix) }.map { String($0.dropFirst(prefix.count)).trimmingWhitespace() } ?? ""
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+    }
+}
+
 func describe() throws {
+    let status = String(decoding: try readFile("/proc/self/status"), as: UTF8.self)
     guard let directory = opendir("/proc/self/fd") else { fail("cannot open /proc/self/fd: errno \(errno)") }
     let own = dirfd(directory)
     var descriptors: [CInt] = []
@@ -153,11 +167,24 @@ func describe() throws {
         }
         cursor += 1
     }
+    let links = descriptors.sorted().map { "\"\($0)\":" + json(readLink("/proc/self/fd/\($0)")) }
+    var groups = [gid_t](repeating: 0, count: Int(max(getgroups(0, nil), 0)))
+    let groupCount = getgroups(CInt(groups.count), &groups)
+    func ids(_ name: String) -> String {
+        "[" + statusLine(name, in: status).split(whereSeparator: { $0 == " " || $0 == "\t" }).prefix(3).joined(separator: ",") + "]"
+    }
+    let capabilities = [("inheritable", "CapInh"), ("permitted", "CapPrm"), ("effective", "CapEff"), ("bounding", "CapBnd"), ("ambient", "CapAmb")]
+        .map { "\"\($0.0)\":" + json(statusLine($0.1, in: status)) }
     print(
         "{\"pid\":\(getpid()),\"sid\":\(getsid(0)),\"pgid\":\(getpgid(0)),"
             + "\"stdin\":\(json(readLink("/proc/self/fd/0"))),"
             + "\"descriptors\":[\(descriptors.sorted().map(String.init).joined(separator: ","))],"
-            + "\"environment\":{\(environment.joined(separator: ","))}}"
+            + "\"links\":{\(links.joined(separator: ","))},"
+            + "\"environment\":{\(environment.joined(separator: ","))},"
+            + "\"uid\":\(ids("Uid")),\"gid\":\(ids("Gid")),"
+            + "\"groups\":[\(groupCount < 0 ? "-1" : groups.prefix(Int(groupCount)).map { String($0) }.joined(separator: ","))],"
+            + "\"capabilities\":{\(capabilities.joined(separator: ","))},"
+            + "\"noNewPrivileges\":\(statusLine("NoNewPrivs", in: status) == "1")}"
     )
 }
 

@@ -8,12 +8,34 @@ import Testing
 
 /// What `S7SysProbe describe` prints.
 struct ProcessDescription: Decodable {
+    struct CapabilitySets: Decodable, Equatable {
+        var inheritable: String
+        var permitted: String
+        var effective: String
+        var bounding: String
+        var ambient: String
+    }
+
     var pid: pid_t
     var sid: pid_t
     var pgid: pid_t
     var stdin: String
     var descriptors: [CInt]
+    /// Where each open descriptor points (readlink of /proc/self/fd/N), by number.
+    var links: [String: String]
     var environment: [String: String]
+    /// Real, effective and saved.
+    var uid: [uid_t]
+    var gid: [gid_t]
+    /// The supplementary groups.
+    var groups: [gid_t]
+    var capabilities: CapabilitySets
+    var noNewPrivileges: Bool
+
+    /// Decodes the line `describe` printed.
+    init(json line: some StringProtocol) throws {
+        self = try JSONDecoder().decode(ProcessDescription.self, from: Data(line.utf8))
+    }
 }
 
 /// Runs `S7SysProbe describe` with `options` and decodes what it prints.
@@ -21,7 +43,8 @@ func describeProbe(
     environment: [String: String],
     passing: [(FileDescriptor, as: CInt)] = [],
     standardInput: Spawn.Input = .inherit,
-    newSession: Bool = false
+    newSession: Bool = false,
+    identity: Spawn.Identity? = nil
 ) throws -> ProcessDescription {
     let output = try UnixPipe.make()
     defer { try? output.read.close() }
@@ -35,7 +58,8 @@ func describeProbe(
             passing: passing,
             standardInput: standardInput,
             standardOutput: output.write,
-            newSession: newSession
+            newSession: newSession,
+            identity: identity
         )
     }
     let text = try readToEnd(output.read)
