@@ -148,6 +148,8 @@ public enum Capabilities {
     public static let setUID = Int(CS7_CAP_SETUID)
     /// `CAP_SETPCAP`: needed to drop capabilities from the bounding set.
     public static let setPCap = Int(CS7_CAP_SETPCAP)
+    /// `CAP_NET_BIND_SERVICE`: binding a port below 1024 (S7's 102).
+    public static let netBindService = 10
 
     /// The bit of `capability` in a set.
     public static func bit(_ capability: Int) -> UInt64 { 1 << UInt64(capability) }

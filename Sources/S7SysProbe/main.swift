@@ -10,6 +10,21 @@
 //   describe         print one JSON line: sid, pgid, pid, where fd 0 points, the open
 //                    descriptors and where each points, the whole environment, the uids,
 //                    gids, supplementary groups, capability sets and NoNewPrivs
+//   demote-keeping KEEP USER_A USER_B STDIN [EXECUTABLE]
+//                    demote to USER_A keeping KEEP (none, or a comma list of setuid, setgid,
+//                    setpcap, net_bind_service), print the status lines as demote does, then
+//                    spawn-as USER_B STDIN EXECUTABLE (below)
+//   drop-keeping KEEP USER_B STDIN [EXECUTABLE]
+//                    for a start that is not root but holds ambient capabilities: drop all
+//                    but KEEP, set no-new-privileges, print the status lines before (each
+//                    after "before ") and after, and whether the bounding set was dropped,
+//                    then spawn-as USER_B STDIN EXECUTABLE
+//     spawn-as       (the second half of both) put a pipe at 0, pipes at 23 and 20 passed
+//                    crossed as 20 and 23, and descriptors that are not close-on-exec at 21
+//                    and 30; print where 0, 20 and 23 point and the sid; spawn EXECUTABLE
+//                    (default: this program) `describe` as USER_B with Spawn.run(identity:),
+//                    STDIN devnull (and a new session) or inherit, and print the child's end;
+//                    or the error, and whether any child is left unreaped
 //   reap-any         spawn this program with `exit 7`, reap it with Spawn.reapAny and print it
 //   exit STATUS      exit with STATUS at once
 //   seccomp WHAT     install an allow-list of write and exit_group only (plus mmap without
@@ -186,6 +201,94 @@ func describe() throws {
             + "\"capabilities\":{\(capabilities.joined(separator: ","))},"
             + "\"noNewPrivileges\":\(statusLine("NoNewPrivs", in: status) == "1")}"
     )
+}
+
+/// The capability numbers of "none" or a comma list such as "setuid,setgid".
+func capabilities(_ list: String) -> Set<Int> {
+    if list == "none" { return [] }
+    return Set(list.split(separator: ",").map { name in
+        switch name {
+        case "setuid": Capabilities.setUID
+        case "setgid": Capabilities.setGID
+        case "setpcap": Capabilities.setPCap
+        case "net_bind_service": Capabilities.netBindService
+        default: fail("unknown capability \(name)")
+        }
+    })
+}
+
+/// Prints the Cap*, NoNewPrivs, Uid, Gid and Groups lines of /proc/self/status, each after `prefix`.
+func printStatusLines(prefix: String = "") throws {
+    let status = String(decoding: try readFile("/proc/self/status"), as: UTF8.self)
+    for line in status.split(separator: "\n")
+    where line.hasPrefix("Cap") || line.hasPrefix("NoNewPrivs") || line.hasPrefix("Uid") || line.hasPrefix("Gid") || line.hasPrefix("Groups") {
+        print(prefix + line)
+    }
+}
+
+func demoteKeeping(_ keep: String, userA: String, userB: String, standardInput: String, executable: String?) throws {
+    let a = try ServiceUser.lookup(name: userA)
+    let b = try ServiceUser.lookup(name: userB)
+    let program = executable ?? readLink("/proc/self/exe")
+    Privileges.demote(toUID: a.uid, gid: a.gid, keeping: capabilities(keep))
+    try printStatusLines()
+    try spawnAs(b, standardInput: standardInput, executable: program)
+}
+
+func dropKeeping(_ keep: String, userB: String, standardInput: String, executable: String?) throws {
+    let b = try ServiceUser.lookup(name: userB)
+    let program = executable ?? readLink("/proc/self/exe")
+    try printStatusLines(prefix: "before ")
+    let droppedBoundingSet = try Privileges.dropAllCapabilities(keeping: capabilities(keep))
+    try Privileges.setNoNewPrivileges()
+    try printStatusLines()
+    print("bounding-dropped: \(droppedBoundingSet)")
+    try spawnAs(b, standardInput: standardInput, executable: program)
+}
+
+/// Puts `descriptor` at `number` (not close-on-exec, as dup2 leaves it).
+func place(_ descriptor: FileDescriptor, at number: CInt) -> FileDescriptor {
+    guard dup2(descriptor.rawValue, number) == number else { fail("dup2 to \(number): errno \(errno)") }
+    return FileDescriptor(rawValue: number)
+}
+
+func spawnAs(_ user: ServiceUser, standardInput: String, executable: String) throws {
+    let first = try UnixPipe.make()
+    let second = try UnixPipe.make()
+    let input = try UnixPipe.make()
+    _ = place(input.read, at: 0)
+    // Crossed: each source sits at the number the other one is passed as.
+    let at23 = place(first.write, at: 23)
+    let at20 = place(second.write, at: 20)
+    // Not close-on-exec, not passed: below the temporaries (21) and among them (30).
+    let bait = try FileDescriptor.open("/dev/zero", .readOnly, options: .closeOnExec)
+    _ = place(bait, at: 21)
+    _ = place(bait, at: 30)
+    print("stdin: \(readLink("/proc/self/fd/0"))")
+    print("passed 20: \(readLink("/proc/self/fd/23"))")
+    print("passed 23: \(readLink("/proc/self/fd/20"))")
+    print("sid: \(getsid(0))")
+    fflush(nil)
+    let devNull = standardInput == "devnull"
+    let pid: pid_t
+    do {
+        pid = try Spawn.run(
+            executable: executable,
+            arguments: ["describe"],
+            environment: ["S7SYS_TEST": "spawned as \(user.name)"],
+            passing: [(at23, as: 20), (at20, as: 23)],
+            standardInput: devNull ? .devNull : .inherit,
+            newSession: devNull,
+            identity: Spawn.Identity(uid: user.uid, gid: user.gid)
+        )
+    } catch {
+        print("spawn failed: \(error)")
+        var status: CInt = 0
+        let left = waitpid(-1, &status, WNOHANG)
+        print("children: \(left == -1 && errno == ECHILD ? "none" : "waitpid returned \(left), errno \(errno)")")
+        return
+    }
+    print("child: \(try Spawn.wait(pid))")
 }
 
 func reapAny() throws {
@@ -412,7 +515,17 @@ do {
     case ("exit", 2): exit(CInt(arguments.last!) ?? 1)
     case ("seccomp", 2): try seccomp(arguments.last!)
     case ("landlock", 2...): try landlock(Array(arguments.dropFirst()))
-    default: fail("usage: S7SysProbe demote USER | receive-fd | peercred | hold-mutex | describe | reap-any | exit STATUS | seccomp WHAT | landlock WHAT")
+    case ("demote-keeping", 5), ("demote-keeping", 6):
+        let values = Array(arguments.dropFirst())
+        try demoteKeeping(values[0], userA: values[1], userB: values[2], standardInput: values[3], executable: values.count == 5 ? values[4] : nil)
+    case ("drop-keeping", 4), ("drop-keeping", 5):
+        let values = Array(arguments.dropFirst())
+        try dropKeeping(values[0], userB: values[1], standardInput: values[2], executable: values.count == 4 ? values[3] : nil)
+    default:
+        fail(
+            "usage: S7SysProbe demote USER | receive-fd | peercred | hold-mutex | describe | reap-any | exit STATUS | seccomp WHAT"
+                + " | landlock WHAT | demote-keeping KEEP USER_A USER_B STDIN [EXECUTABLE] | drop-keeping KEEP USER_B STDIN [EXECUTABLE]"
+        )
     }
 } catch {
     fail("\(error)")

@@ -22,8 +22,12 @@ enum Probe {
 
     /// Spawns the probe with `arguments` and `passing`, runs `whileRunning` with its pid,
     /// then reads its output to the end and reaps it.
+    ///
+    /// With `launcher` (an absolute path and its arguments, e.g. setpriv and its options),
+    /// that program is started instead and given the probe's path and `arguments` after its own.
     static func run(
         _ arguments: [String],
+        via launcher: [String] = [],
         passing: [(FileDescriptor, as: CInt)] = [],
         whileRunning: (pid_t) throws -> Void = { _ in }
     ) throws -> Output {
@@ -36,8 +40,8 @@ enum Probe {
                 try? errors.write.close()
             }
             pid = try Spawn.run(
-                executable: path,
-                arguments: arguments,
+                executable: launcher.first ?? path,
+                arguments: launcher.isEmpty ? arguments : Array(launcher.dropFirst()) + [path] + arguments,
                 environment: [:],
                 passing: passing + [(output.write, as: 1), (errors.write, as: 2)]
             )
