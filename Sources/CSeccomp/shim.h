@@ -25,6 +25,12 @@ static inline int cseccomp_allow_if_bits_set(scmp_filter_ctx ctx, int syscall, u
     return seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, syscall, 1, &cmp);
 }
 
+/// Applies `action` to `syscall` when argument `arg` is not `value` (a deny-list's argument rule).
+static inline int cseccomp_rule_if_not_equal(scmp_filter_ctx ctx, uint32_t action, int syscall, unsigned int arg, uint64_t value) {
+    struct scmp_arg_cmp cmp = {arg, SCMP_CMP_NE, value, 0};
+    return seccomp_rule_add_array(ctx, action, syscall, 1, &cmp);
+}
+
 /// Allows `syscall` when argument `arg` equals `value`.
 static inline int cseccomp_allow_if_equal(scmp_filter_ctx ctx, int syscall, unsigned int arg, uint64_t value) {
     struct scmp_arg_cmp cmp = {arg, SCMP_CMP_EQ, value, 0};

@@ -25,15 +25,13 @@ public func verifyUnprivileged(role: String) throws {
 }
 
 /// Checks that the control socket's peer is the parent process (the supervisor) and runs as
-/// this process's user: the socket pair was made by the supervisor after it dropped privileges.
-/// - Returns: the supervisor's uid.
-@discardableResult
-public func verifyControlPeer(_ socket: SystemPackage.FileDescriptor, role: String) throws -> uid_t {
+/// `supervisorUID` (this process's own user unless the supervisor started it as another): the
+/// socket pair was made by the supervisor after it dropped privileges.
+public func verifyControlPeer(_ socket: SystemPackage.FileDescriptor, role: String, supervisorUID: uid_t) throws {
     let peer = try UnixSocket.peerCredentials(of: socket)
-    guard peer.pid == getppid(), peer.uid == getuid() else {
-        throw RuntimeError("\(role): the control socket's peer is pid \(peer.pid) uid \(peer.uid), not the supervisor (pid \(getppid()), uid \(getuid())); refusing it")
+    guard peer.pid == getppid(), peer.uid == supervisorUID else {
+        throw RuntimeError("\(role): the control socket's peer is pid \(peer.pid) uid \(peer.uid), not the supervisor (pid \(getppid()), uid \(supervisorUID)); refusing it")
     }
-    return peer.uid
 }
 
 /// A child's channel to the supervisor, read on a thread of its own (blocking receives never
@@ -133,7 +131,7 @@ public enum WorkerRole {
                 }
                 let sandbox: SandboxReport
                 do {
-                    sandbox = try WorkerSandbox.install(ownUser: ownUser, landlock: landlock, statusFile: statusFile)
+                    sandbox = try Sandbox.install(.worker, ownUser: ownUser, landlock: landlock, statusFile: statusFile)
                 } catch {
                     logger.critical("worker: could not put the sandbox in place: \(error); a worker does not serve without it, so s7commd stops. Run `s7commd doctor` to see what this kernel offers.")
                     exit(ChildExitStatus.sandboxUnavailable.rawValue)
@@ -167,7 +165,11 @@ public enum MemoryRole {
     /// disk at most this long plus one write and fsync after the client's write was acknowledged.
     public static let retainInterval: Duration = .milliseconds(250)
 
-    public static func run(control: SystemPackage.FileDescriptor, logger: Logger) async throws -> Int32 {
+    /// - Parameters:
+    ///   - landlock: what Landlock enforces on this process (put in place at its start).
+    ///   - statusFile: /proc/self/status, opened before Landlock, for the sandbox's report.
+    public static func run(control: SystemPackage.FileDescriptor, landlock: String, statusFile: SystemPackage.FileDescriptor,
+                           logger: Logger) async throws -> Int32 {
         let channel = SupervisorChannel<SupervisorToMemory>(socket: control, role: "memory process", logger: logger)
         var mapping: SharedMemory.Mapping?
         var memory: FlatMemory?
@@ -223,6 +225,15 @@ public enum MemoryRole {
             if start.attachSocket {
                 serveAttach(listener: fds.removeFirst(), definition: start.memory, segment: segment, logger: logger)
             }
+            let sandbox: SandboxReport
+            do {
+                sandbox = try Sandbox.install(.memory, ownUser: false, landlock: landlock, statusFile: statusFile)
+            } catch {
+                logger.critical("memory process: could not put the sandbox in place: \(error); it does not run without it, so s7commd stops. Run `s7commd doctor` to see what this kernel offers.")
+                finalSave()
+                exit(ChildExitStatus.sandboxUnavailable.rawValue)
+            }
+            logger.info("memory process sandbox: \(sandbox)")
             try channel.send(MemoryToSupervisor.ready(size: layout.totalSize), descriptors: [segment])
         }
         finalSave()

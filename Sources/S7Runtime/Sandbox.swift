@@ -8,22 +8,30 @@ import SystemPackage
 import Glibc
 #endif
 
-/// The S7 worker's confinement, put in place once it holds every descriptor it will ever use
-/// (the listener, the segment, the channel, the event loops) and before it answers the
-/// supervisor: resource limits, then a seccomp allow-list on every thread (Landlock, which
-/// takes away the filesystem, is in place since the worker's start). From then on the
-/// worker can do what serving S7 clients takes and nothing else: no new socket, no connect,
-/// bind or listen, no file opened, no exec, no process, no ptrace, no signal to another
-/// process, no executable mapping. A call outside the list ends the worker with SIGSYS after
-/// one line naming it (``SandboxViolationReporter``); the supervisor logs it, counts it and
-/// starts a new worker.
-public enum WorkerSandbox {
-    /// System calls the worker makes while serving, found with `strace -f` over the whole
+/// The children's confinement, put in place once a child holds every descriptor it will ever
+/// use and before it answers the supervisor: resource limits, then a seccomp allow-list on
+/// every thread (Landlock, which takes the filesystem away, is in place since the child
+/// started). A call outside the list ends the child with SIGSYS after one line naming it
+/// (``SandboxViolationReporter``); the supervisor logs it, counts it and starts a new one.
+///
+/// The S7 worker can then do what serving S7 clients takes and nothing else: no new socket,
+/// no file opened, no connect, bind or listen, no exec, no process, no ptrace, no signal to
+/// another process, no executable mapping. The memory process may in addition open, write,
+/// fsync, rename and remove files (Landlock keeps that to its state directory).
+public enum Sandbox {
+    public enum Role: Sendable {
+        case worker
+        case memory
+
+        var name: String { self == .worker ? "S7 worker" : "memory process" }
+    }
+
+    /// System calls both children make while running, found with `strace -f` over the whole
     /// integration suite (NIO's event loops and accepts, the channel thread, Swift's runtime,
     /// libdispatch, glibc's malloc and logging). Names only some architectures have are skipped.
-    static let allowed = [
+    static let common = [
         // Descriptors it holds: the clients, the listener, the channel, epoll, eventfd, timerfd.
-        "read", "readv", "write", "writev", "recvmsg", "sendmsg", "recvfrom", "sendto",
+        "read", "readv", "write", "writev", "pread64", "recvmsg", "sendmsg", "recvfrom", "sendto",
         "accept", "accept4", "shutdown", "close", "getsockname", "getpeername", "getsockopt", "setsockopt",
         "fcntl", "lseek", "fstat", "newfstatat", "statx",
         "epoll_create", "epoll_create1", "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2",
@@ -37,23 +45,38 @@ public enum WorkerSandbox {
         "rt_sigaction", "rt_sigprocmask", "rt_sigreturn", "rt_sigsuspend", "pause", "sigaltstack", "restart_syscall", "exit", "exit_group",
     ]
 
-    /// Confines the calling process (the worker) for good and reports what the kernel now says.
+    /// What the memory process does beside: retain.bin's atomic replace and setting aside a
+    /// damaged one (in its state directory, the only one Landlock lets it write), and the
+    /// groups of a memory.sock peer (/proc, read-only).
+    static let memoryFiles = [
+        "open", "openat", "pwrite64", "pwritev", "rename", "renameat", "renameat2", "unlink", "unlinkat", "fsync", "fdatasync",
+        "ftruncate", "fchmod", "getdents64",
+    ]
+
+    /// Threads a child may start after RLIMIT_NPROC is set (Swift's cooperative pool and
+    /// libdispatch start theirs on demand).
+    static let threadHeadroom = 16
+
+    /// Confines the calling process for good and reports what the kernel now says.
     /// - Parameters:
-    ///   - ownUser: the worker runs as a user no other process of s7commd has, so
+    ///   - ownUser: the child runs as a user no other process of s7commd has, so
     ///     RLIMIT_NPROC counts its threads only.
-    ///   - landlock: what Landlock enforces (put in place when the worker started, while it had
+    ///   - landlock: what Landlock enforces (put in place when the child started, while it had
     ///     one thread), for the report.
     ///   - statusFile: /proc/self/status, opened before Landlock took the filesystem away;
     ///     closed here.
-    public static func install(ownUser: Bool, landlock: String, statusFile: FileDescriptor) throws -> SandboxReport {
+    public static func install(_ role: Role, ownUser: Bool, landlock: String, statusFile: FileDescriptor) throws -> SandboxReport {
         defer { try? statusFile.close() }
-        try SandboxViolationReporter.install(prefix: "S7 worker (pid \(getpid())): ")
+        try SandboxViolationReporter.install(prefix: "\(role.name) (pid \(getpid())): ")
         guard let threads = try ProcessStatus.read(descriptor: statusFile, name: "/proc/self/status").threads else {
             throw RuntimeError("/proc/self/status has no Threads line")
         }
-        var limits = ["RLIMIT_FSIZE 0", "RLIMIT_CORE 0"]
-        try ResourceLimit.fileSize.set(to: 0)
+        var limits = ["RLIMIT_CORE 0"]
         try ResourceLimit.coreSize.set(to: 0)
+        if role == .worker {
+            try ResourceLimit.fileSize.set(to: 0)
+            limits.append("RLIMIT_FSIZE 0")
+        }
         if ownUser {
             // The threads running now and room for the runtime's pools to grow; a process
             // cannot be made at all (clone without CLONE_THREAD is outside the filter).
@@ -64,7 +87,7 @@ public enum WorkerSandbox {
 
         let dumpable = try Privileges.isDumpable()
         let filter = try SeccompFilter(defaultAction: .trap)
-        try filter.allow(allowed, skippingUnknown: true)
+        try filter.allow(common + (role == .memory ? memoryFiles : []), skippingUnknown: true)
         let exec = UInt64(PROT_EXEC)
         try filter.allow("mmap", whenArgument: 2, hasNoBitsOf: exec)
         try filter.allow("mprotect", whenArgument: 2, hasNoBitsOf: exec)
@@ -76,13 +99,15 @@ public enum WorkerSandbox {
         let me = UInt64(UInt32(bitPattern: getpid()))
         try filter.allow("kill", whenArgument: 0, equals: me)
         try filter.allow("tgkill", whenArgument: 0, equals: me)
-        // Thread names (prctl PR_SET_NAME) and libdispatch's thread priorities (its own).
+        // Thread names (prctl PR_SET_NAME, PR_GET_NAME) and libdispatch's thread priorities (its own).
         try filter.allow("prctl", whenArgument: 0, equals: 15 /* PR_SET_NAME */)
+        try filter.allow("prctl", whenArgument: 0, equals: 16 /* PR_GET_NAME */)
         try filter.allow("setpriority", whenArgument: 1, equals: 0)
-        // Files and new sockets are refused with an error, not a kill: libraries try them on
-        // their own (glibc's syslog opens /dev/log when libdispatch cannot raise a priority).
-        try filter.fail(["open", "openat", "openat2", "creat", "socket", "access", "faccessat", "faccessat2",
-                         "readlink", "readlinkat"], with: .permissionDenied)
+        // Files (the worker) and new sockets are refused with an error, not a kill: libraries
+        // try them on their own (glibc's syslog opens /dev/log when libdispatch cannot raise
+        // a priority).
+        try filter.fail((role == .worker ? ["open", "openat", "openat2", "creat"] : ["openat2", "creat"])
+                        + ["socket", "access", "faccessat", "faccessat2", "readlink", "readlinkat"], with: .permissionDenied)
         try filter.fail(["ioctl"], with: .inappropriateIOCTLForDevice)
         try filter.load(allThreads: true)
 
@@ -92,7 +117,41 @@ public enum WorkerSandbox {
                              dumpable: dumpable, landlock: landlock, limits: limits.joined(separator: ", "))
     }
 
-    /// Threads the worker may start after the limit is set (Swift's cooperative pool and
-    /// libdispatch start theirs on demand).
-    static let threadHeadroom = 16
+    /// What no process of s7commd ever does, refused (SIGSYS, reported) in the supervisor and,
+    /// since a filter is inherited, in every child from its exec on: other processes' memory,
+    /// mounts and namespaces, kernel modules and keys, BPF, clocks, io_uring (which would
+    /// bypass the filter), and every uid or gid change but the one to the worker's user.
+    static let neverNeeded = [
+        "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "kcmp",
+        "mount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen", "fsmount", "fsconfig", "fspick",
+        "mount_setattr", "unshare", "setns", "open_by_handle_at", "name_to_handle_at",
+        "bpf", "perf_event_open", "userfaultfd", "kexec_load", "kexec_file_load", "init_module", "finit_module",
+        "delete_module", "keyctl", "add_key", "request_key", "reboot", "swapon", "swapoff", "iopl", "ioperm",
+        "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "quotactl", "acct", "vhangup", "syslog", "uselib",
+        "io_uring_setup", "io_uring_enter", "io_uring_register",
+        "setuid", "setgid", "setreuid", "setregid", "setfsuid", "setfsgid",
+    ]
+
+    /// The supervisor's filter: a deny-list (its children exec, load libraries and make their
+    /// own, stricter filters), with the kept CAP_SETUID and CAP_SETGID usable for one thing
+    /// only: `setresuid`/`setresgid` to the worker's user and `setgroups(0, NULL)`, so it can
+    /// never become root or another user again.
+    /// - Parameter worker: the worker's user, when the supervisor starts it as one of its own.
+    public static func installSupervisor(worker: Spawn.Identity?) throws -> String {
+        try SandboxViolationReporter.install(prefix: "supervisor (pid \(getpid())): ")
+        let filter = try SeccompFilter(defaultAction: .allow)
+        try filter.trap(neverNeeded)
+        if let worker {
+            for index: UInt32 in 0...2 {
+                try filter.trap("setresuid", whenArgument: index, isNot: UInt64(worker.uid))
+                try filter.trap("setresgid", whenArgument: index, isNot: UInt64(worker.gid))
+            }
+            try filter.trap("setgroups", whenArgument: 0, isNot: 0)
+        } else {
+            try filter.trap(["setresuid", "setresgid", "setgroups"])
+        }
+        try filter.load(allThreads: true)
+        return "seccomp deny-list of \(neverNeeded.count + 3) system calls"
+            + (worker.map { "; setresuid/setresgid only to uid \($0.uid), gid \($0.gid)" } ?? "")
+    }
 }

@@ -15,6 +15,9 @@ public final class SupervisorLoop {
         public var executables: [ChildRole: String]
         /// Arguments after the role (`__worker` / `__memory`).
         public var arguments: [ChildRole: [String]]
+        /// The user a child runs as when not this process's own (the S7 worker's, spawned with
+        /// the CAP_SETUID and CAP_SETGID this process kept for it).
+        public var identities: [ChildRole: Spawn.Identity]
         /// The children's whole environment (see ``childEnvironment(_:)``).
         public var environment: [String: String]
         public var listener: FileDescriptor?
@@ -32,12 +35,14 @@ public final class SupervisorLoop {
         /// Re-reads and validates the configuration on SIGHUP; nil keeps the running one (and has logged why).
         public var reload: () -> (WorkerSettings, String)?
 
-        public init(executables: [ChildRole: String], arguments: [ChildRole: [String]], environment: [String: String], listener: FileDescriptor?,
+        public init(executables: [ChildRole: String], arguments: [ChildRole: [String]], identities: [ChildRole: Spawn.Identity] = [:],
+                    environment: [String: String], listener: FileDescriptor?,
                     metricsListeners: [FileDescriptor], controlListener: FileDescriptor?, memoryListener: FileDescriptor?,
                     serviceUID: uid_t, serviceGID: gid_t, log: @escaping (SupervisorCore.Level, String) -> Void,
                     relay: @escaping ([UInt8]) -> Void, reload: @escaping () -> (WorkerSettings, String)?) {
             self.executables = executables
             self.arguments = arguments
+            self.identities = identities
             self.environment = environment
             self.listener = listener
             self.metricsListeners = metricsListeners
@@ -196,7 +201,7 @@ public final class SupervisorLoop {
                                     arguments: [role == .worker ? "__worker" : "__memory"] + (setup.arguments[role] ?? []),
                                     environment: setup.environment, passing: [(pair.second, as: 3)],
                                     standardInput: .devNull, standardOutput: output.write, standardError: errors.write,
-                                    newSession: true)
+                                    newSession: true, identity: setup.identities[role])
             channels[role] = Channel(role: role, pid: pid, socket: pair.first)
             for end in [output.read, errors.read] {
                 try end.setNonBlocking()
@@ -232,7 +237,8 @@ public final class SupervisorLoop {
         // Checked at its first message, when it has set no-new-privileges itself.
         func verified() -> Bool {
             if channel.verified { return true }
-            if let problem = ProcessStatus.privilegeProblem(pid: pid, uid: getuid(), gid: getgid()) {
+            let expected = setup.identities[role] ?? Spawn.Identity(uid: getuid(), gid: getgid())
+            if let problem = ProcessStatus.privilegeProblem(pid: pid, uid: expected.uid, gid: expected.gid) {
                 feed(.misbehaved(role, pid: pid, problem))
                 return false
             }

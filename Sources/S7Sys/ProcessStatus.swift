@@ -146,6 +146,8 @@ public enum Capabilities {
     public static let setGID = Int(CS7_CAP_SETGID)
     /// `CAP_SETUID`.
     public static let setUID = Int(CS7_CAP_SETUID)
+    /// `CAP_KILL`: signals to processes of other users (the supervisor's to a worker of its own user).
+    public static let kill = Int(CS7_CAP_KILL)
     /// `CAP_SETPCAP`: needed to drop capabilities from the bounding set.
     public static let setPCap = Int(CS7_CAP_SETPCAP)
     /// `CAP_NET_BIND_SERVICE`: binding a port below 1024 (S7's 102).

@@ -19,13 +19,20 @@ public final class SeccompFilter {
         /// The calling thread gets SIGSYS with the call's number in `si_syscall`; a handler
         /// reports it and ends the process (``SandboxViolationReporter``).
         case trap
+        /// Everything not refused runs: a deny-list (``trap(_:)``), for a process whose
+        /// children inherit the filter and exec programs that load libraries.
+        case allow
     }
 
     private let context: scmp_filter_ctx
 
     /// An empty filter: nothing is allowed yet.
     public init(defaultAction: DefaultAction = .killProcess) throws {
-        let action = defaultAction == .killProcess ? cseccomp_act_kill_process() : cseccomp_act_trap()
+        let action = switch defaultAction {
+        case .killProcess: cseccomp_act_kill_process()
+        case .trap: cseccomp_act_trap()
+        case .allow: cseccomp_act_allow()
+        }
         guard let context = seccomp_init(action) else {
             throw SystemCallError("could not create a seccomp filter (seccomp_init)", errno: .noMemory)
         }
@@ -77,6 +84,21 @@ public final class SeccompFilter {
     public func allow(_ name: String, whenArgument index: UInt32, equals value: UInt64) throws {
         try check("could not allow \(name) with argument \(index) == \(value) in the seccomp filter",
                   cseccomp_allow_if_equal(context, try number(name), index, value))
+    }
+
+    /// Makes each of `names` end the process through SIGSYS (``DefaultAction/trap``), in a
+    /// filter whose default allows. Names this architecture does not know are skipped.
+    public func trap(_ names: [String]) throws {
+        for name in names where seccomp_syscall_resolve_name(name) != __NR_SCMP_ERROR {
+            try check("could not make \(name) trap in the seccomp filter", seccomp_rule_add_array(context, cseccomp_act_trap(), try number(name), 0, nil))
+        }
+    }
+
+    /// Makes `name` end the process through SIGSYS when argument `index` is not `value`, e.g.
+    /// setresuid to any uid but one.
+    public func trap(_ name: String, whenArgument index: UInt32, isNot value: UInt64) throws {
+        try check("could not make \(name) trap with argument \(index) != \(value) in the seccomp filter",
+                  cseccomp_rule_if_not_equal(context, cseccomp_act_trap(), try number(name), index, value))
     }
 
     /// Makes each of `names` fail with `error` instead of ending the process (for calls a

@@ -50,7 +50,7 @@ enum Entry {
     }
 
     /// A child of the supervisor: `s7commd __worker|__memory [--log-level L] [--journal]
-    /// [--threads N] [--state-dir DIR]`, its channel to the supervisor on descriptor 3. Internal: not for people
+    /// [--threads N] [--state-dir DIR] [--supervisor-uid UID]`, its channel to the supervisor on descriptor 3. Internal: not for people
     /// to run. Its exit status is a ``ChildExitStatus``.
     static func runChild(_ role: String, _ options: [String]) -> Never {
         func option(_ name: String) -> String? {
@@ -64,11 +64,11 @@ enum Entry {
         // Ctrl-C and systemd signal the whole group; a child stops when the supervisor says so
         // (or closes the channel), so retained data is saved and clients are closed.
         for sig in [SIGTERM, SIGINT, SIGHUP] { signal(sig, SIG_IGN) }
-        var supervisorUID = getuid()
+        let supervisorUID = option("--supervisor-uid").flatMap { uid_t($0) } ?? getuid()
         do {
             try Privileges.setNonDumpable()
             try verifyUnprivileged(role: name)
-            supervisorUID = try verifyControlPeer(control, role: name)
+            try verifyControlPeer(control, role: name, supervisorUID: supervisorUID)
         } catch {
             logger.critical("\(error)")
             exit(ChildExitStatus.unsafeStart.rawValue)
@@ -84,8 +84,8 @@ enum Entry {
         let landlock: Landlock.Outcome
         var statusFile: SystemPackage.FileDescriptor?
         do {
-            // The worker's sandbox reports what /proc says of it, once the filesystem is gone.
-            if role == "__worker" { statusFile = try .open("/proc/self/status", .readOnly, options: .closeOnExec) }
+            // The sandbox reports what /proc says of the child, once the filesystem is gone.
+            statusFile = try .open("/proc/self/status", .readOnly, options: .closeOnExec)
             let stateDirectory = option("--state-dir")
             landlock = try Landlock.restrict(role == "__worker" ? .nothing
                 : Landlock.Policy(readOnly: ["/proc"], readWrite: stateDirectory.map { [$0] } ?? []))
@@ -95,12 +95,12 @@ enum Entry {
         }
         if !landlock.isEnforced { logger.notice("\(name): \(landlock); the seccomp filter and the other limits still hold") }
         let ownUser = supervisorUID != getuid()
-        let workerStatusFile = statusFile
+        let childStatusFile = statusFile
         runAsync {
             let status = role == "__worker"
                 ? try await WorkerRole.run(control: control, threads: threads, ownUser: ownUser, landlock: "\(landlock)",
-                                          statusFile: workerStatusFile!, logger: logger, clock: localClock)
-                : try await MemoryRole.run(control: control, logger: logger)
+                                          statusFile: childStatusFile!, logger: logger, clock: localClock)
+                : try await MemoryRole.run(control: control, landlock: "\(landlock)", statusFile: childStatusFile!, logger: logger)
             exit(status)
         }
     }

@@ -61,6 +61,9 @@ struct Run: ParsableCommand {
     @Option(help: ArgumentHelp("The unprivileged user to become when started as root.", valueName: "name"))
     var user: String = "s7commd"
 
+    @Option(help: ArgumentHelp("The user the S7 worker runs as, when s7commd is started as root or holds CAP_SETUID, CAP_SETGID and CAP_KILL (the packaged unit): it owns no file and no directory.", valueName: "name"))
+    var workerUser: String = "s7commd-worker"
+
     @Flag(help: "Serve in this one (equally unprivileged) process instead of the supervisor, worker and memory process (for debugging and comparison).")
     var singleProcess = false
 
@@ -88,6 +91,8 @@ struct Run: ParsableCommand {
         var retains: Bool
         /// Whom control.sock and memory.sock trust besides root: the service user and its group.
         var service: (uid: uid_t, gid: gid_t)
+        /// The S7 worker's own user; nil: it runs as the service user (no CAP_SETUID/CAP_SETGID to start it as another).
+        var worker: Spawn.Identity?
         var logger: Logger
         var files: RuntimeFiles
     }
@@ -129,6 +134,7 @@ struct Run: ParsableCommand {
         }
         // As root, the service user must exist before anything is bound or created.
         let service = try serviceIdentity()
+        let worker = singleProcess ? nil : try workerIdentity(service: service, logger)
         logger.info("s7commd \(S7CommdVersion.current) serving \(source)")
         for warning in settings.warnings { logger.warning("configuration: \(warning)") }
 
@@ -166,7 +172,7 @@ struct Run: ParsableCommand {
         if !singleProcess, retains {
             try StartChecks.stateDirectory(stateDir, layout: layout, service: service, user: user, logger: logger)
         }
-        try dropPrivileges(service, logger)
+        try dropPrivileges(service, keepingSetID: worker != nil, logger)
         do {
             try Privileges.setNonDumpable()
         } catch {
@@ -179,7 +185,7 @@ struct Run: ParsableCommand {
         }
         return Prepared(settings: settings, path: path, source: source, listener: listener, metricsListener: metricsListener,
                         metricsSocket: metricsSocket, controlSocket: controlSocket, memorySocket: memorySocket,
-                        retains: retains, service: service, logger: logger, files: files)
+                        retains: retains, service: service, worker: worker, logger: logger, files: files)
     }
 
     /// The pid file's directory: control.sock, memory.sock and metrics.sock live there.
@@ -202,6 +208,30 @@ struct Run: ParsableCommand {
             return (target.uid, target.gid)
         } catch let error as ServiceUserError {
             printError("s7commd was started as root, so it must become the unprivileged service user '\(user)', and \(error). It never falls back to another user. Or pass --user with an existing unprivileged user.\nNothing was started.")
+            throw ExitCode(StartFailure.privileges.rawValue)
+        }
+    }
+
+    /// The S7 worker's own user (`--worker-user`), when this start can give it one: as root, or
+    /// holding CAP_SETUID, CAP_SETGID and CAP_KILL (systemd's AmbientCapabilities=). It must exist, must not
+    /// be root and must not be the service user; there is no fallback (exit 6). Without either,
+    /// the worker runs as the service user and its sandbox alone separates it (one line says so).
+    func workerIdentity(service: (uid: uid_t, gid: gid_t), _ logger: Logger) throws -> Spawn.Identity? {
+        let effective = (try? Capabilities.current().effective) ?? 0
+        let setID = Capabilities.bit(Capabilities.setUID) | Capabilities.bit(Capabilities.setGID) | Capabilities.bit(Capabilities.kill)
+        guard geteuid() == 0 || effective & setID == setID else {
+            logger.notice("the S7 worker runs as uid \(getuid()) like the other processes: starting it as --worker-user \(workerUser) needs root or CAP_SETUID, CAP_SETGID and CAP_KILL (the packaged unit has them); its sandbox still holds")
+            return nil
+        }
+        do {
+            let target = try ServiceUser.lookup(name: workerUser)
+            guard target.uid != 0, target.gid != 0, target.uid != service.uid, target.gid != service.gid else {
+                printError("--worker-user \(workerUser) (uid \(target.uid), gid \(target.gid)) must be an unprivileged user and group of its own, neither root nor the service user's. Create one with: adduser --system --group --no-create-home --home /nonexistent s7commd-worker\nNothing was started.")
+                throw ExitCode(StartFailure.privileges.rawValue)
+            }
+            return Spawn.Identity(uid: target.uid, gid: target.gid)
+        } catch let error as ServiceUserError {
+            printError("s7commd runs its S7 worker as a user of its own, '\(workerUser)', and \(error). It never falls back to another user. Or pass --worker-user with an existing unprivileged user.\nNothing was started.")
             throw ExitCode(StartFailure.privileges.rawValue)
         }
     }
@@ -264,15 +294,23 @@ struct Run: ParsableCommand {
         }
     }
 
-    /// Drops every capability from every set; as root, becomes the service user.
-    func dropPrivileges(_ service: (uid: uid_t, gid: gid_t), _ logger: Logger) throws {
+    /// Drops every capability from every set (but CAP_SETUID, CAP_SETGID and CAP_KILL with
+    /// `keepingSetID`, to start the worker as its own user and to kill it); as root, becomes
+    /// the service user.
+    func dropPrivileges(_ service: (uid: uid_t, gid: gid_t), keepingSetID: Bool, _ logger: Logger) throws {
+        let kept: Set<Int> = keepingSetID ? [Capabilities.setUID, Capabilities.setGID, Capabilities.kill] : []
+        let keptWords = keepingSetID ? " but CAP_SETUID, CAP_SETGID and CAP_KILL (to start the S7 worker as \(workerUser), and to stop it)" : ""
         if geteuid() == 0 {
-            Privileges.demote(toUID: service.uid, gid: service.gid)
-            logger.info("dropped every capability and became \(user) (uid \(service.uid), gid \(service.gid))")
+            if keepingSetID {
+                Privileges.demote(toUID: service.uid, gid: service.gid, keeping: kept)
+            } else {
+                Privileges.demote(toUID: service.uid, gid: service.gid)
+            }
+            logger.info("dropped every capability\(keptWords) and became \(user) (uid \(service.uid), gid \(service.gid))")
             return
         }
         do {
-            let boundingDropped = try Privileges.dropAllCapabilities()
+            let boundingDropped = keepingSetID ? try Privileges.dropAllCapabilities(keeping: kept) : try Privileges.dropAllCapabilities()
             try Privileges.setNoNewPrivileges()
             if !boundingDropped {
                 let bounding = (try? Capabilities.current().bounding).map { String($0, radix: 16) } ?? "?"
@@ -283,11 +321,12 @@ struct Run: ParsableCommand {
             throw ExitCode(StartFailure.privileges.rawValue)
         }
         let status = try Capabilities.current()
-        guard status.effective == 0, status.permitted == 0, status.inheritable == 0, status.ambient == 0 else {
+        let keptBits = kept.reduce(UInt64(0)) { $0 | Capabilities.bit($1) }
+        guard status.effective == keptBits, status.permitted == keptBits, status.inheritable == 0, status.ambient == 0 else {
             printError("capabilities remain after dropping them (CapEff \(String(status.effective, radix: 16))); nothing was started")
             throw ExitCode(StartFailure.privileges.rawValue)
         }
-        logger.info("dropped every capability (running as uid \(getuid()))")
+        logger.info("dropped every capability\(keptWords) (running as uid \(getuid()))")
     }
 }
 

@@ -83,8 +83,9 @@ extension Run {
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let setup = SupervisorLoop.Setup(
             executables: [.worker: workerProgram ?? executable, .memory: executable],
-            arguments: [.worker: common + ["--threads", String(threadCount)],
-                        .memory: common + (p.retains ? ["--state-dir", stateDir] : [])],
+            arguments: [.worker: common + ["--threads", String(threadCount), "--supervisor-uid", String(getuid())],
+                        .memory: common + ["--supervisor-uid", String(getuid())] + (p.retains ? ["--state-dir", stateDir] : [])],
+            identities: p.worker.map { [.worker: $0] } ?? [:],
             environment: SupervisorLoop.childEnvironment(ProcessInfo.processInfo.environment),
             listener: p.listener, metricsListeners: metrics, controlListener: p.controlSocket, memoryListener: p.memorySocket,
             serviceUID: p.service.uid, serviceGID: p.service.gid,
@@ -99,6 +100,13 @@ extension Run {
             },
             relay: { line in _ = try? FileDescriptor.standardError.writeAll(line + [0x0A]) },
             reload: { live.reload(path: p.path, logger: logger).map { (WorkerSettings($0.0), $0.1) } })
+        do {
+            let filter = try Sandbox.installSupervisor(worker: p.worker)
+            logger.info("supervisor sandbox: \(filter)")
+        } catch {
+            printError("could not put the supervisor's seccomp filter in place: \(error); s7commd does not run without it.\nNothing was started.")
+            throw ExitCode(SupervisorCore.sandboxUnavailableStatus)
+        }
         let status = try SupervisorLoop(setup: setup, plan: plan).run()
         removeSockets(p)
         logger.info("stopped")

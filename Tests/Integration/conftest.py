@@ -205,15 +205,18 @@ def port_held_by_another_process(port):
 
 
 SERVICE_USER = "s7commd"
+WORKER_USER = "s7commd-worker"
 
 
 @pytest.fixture(scope="session", autouse=True)
 def service_user():
-    """As root, s7commd runs its supervisor and children as the service user: create it
-    (a system user, like the Debian package does) when the tests run as root."""
-    if os.geteuid() == 0 and subprocess.run(["id", SERVICE_USER], capture_output=True).returncode != 0:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                        "--user-group", SERVICE_USER], check=True)
+    """As root, s7commd runs its supervisor and memory process as the service user and its S7
+    worker as a user of its own: create both (system users, like the Debian package does) when
+    the tests run as root."""
+    for name in (SERVICE_USER, WORKER_USER):
+        if os.geteuid() == 0 and subprocess.run(["id", name], capture_output=True).returncode != 0:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                            "--user-group", name], check=True)
     return SERVICE_USER
 
 

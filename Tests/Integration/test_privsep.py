@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import snap7
 
-from conftest import HOST, SERVICE_USER, ServerHandle, _wait_accepting, _wait_started, free_port, make_config, server_binary, socket_inodes
+from conftest import HOST, SERVICE_USER, WORKER_USER, ServerHandle, _wait_accepting, _wait_started, free_port, make_config, server_binary, socket_inodes
 
 CAP_SETS = ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")
 
@@ -93,21 +93,38 @@ def start(tmp_path, cfg, prefix=(), expect_listening=True):
     return h
 
 
-def check_runtime(h, expected_uid, bounding_empty=True):
+CAP_SETID = (1 << 5) | (1 << 6) | (1 << 7)  # CAP_KILL, CAP_SETGID, CAP_SETUID
+
+
+def check_runtime(h, expected_uid, bounding_empty=True, own_worker=False):
+    """`own_worker`: the start could give the S7 worker its own user (root, or CAP_SETUID,
+    CAP_SETGID and CAP_KILL): the supervisor keeps exactly those three for it and nothing else,
+    and the children's bounding set is those three (they cannot drop it without CAP_SETPCAP);
+    no child can ever hold one: every other set is empty and no-new-privileges is set."""
     sup = status(h.process.pid)
     # The supervisor is one thread: one poll loop, no async runtime, no Dispatch.
     assert sup["Threads"] == "1", f"the supervisor runs {sup['Threads']} threads"
+    kept = CAP_SETID if own_worker else 0
     for key in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
-        assert int(sup[key], 16) == 0, f"supervisor {key} = {sup[key]}\n{h.log()}"
+        want = kept if key in ("CapPrm", "CapEff") else 0
+        assert int(sup[key], 16) == want, f"supervisor {key} = {sup[key]}, not {want:x}\n{h.log()}"
+    if own_worker and bounding_empty:
+        assert int(sup["CapBnd"], 16) == CAP_SETID, f"supervisor CapBnd = {sup['CapBnd']}"
+    worker_uid = pwd.getpwnam(WORKER_USER).pw_uid if own_worker else expected_uid
     kids = roles(h.process.pid)
     for role, pid in kids.items():
         st = status(pid)
         uids = st["Uid"].split()
-        assert uids[0] != "0" and all(u == str(expected_uid) for u in uids), f"{role} runs as {st['Uid']}"
+        want_uid = worker_uid if role == "__worker" else expected_uid
+        assert uids[0] != "0" and all(u == str(want_uid) for u in uids), f"{role} runs as {st['Uid']}, not {want_uid}"
+        if role == "__worker" and own_worker:
+            gid = str(pwd.getpwnam(WORKER_USER).pw_gid)
+            assert all(g == gid for g in st["Gid"].split()) and st["Groups"] == "", f"worker Gid {st['Gid']} Groups {st['Groups']}"
         for key in CAP_SETS:
             if key == "CapBnd" and not bounding_empty:
                 continue
-            assert int(st[key], 16) == 0, f"{role} {key} = {st[key]}"
+            want = CAP_SETID if key == "CapBnd" and own_worker else 0
+            assert int(st[key], 16) == want, f"{role} {key} = {st[key]}"
         assert st["NoNewPrivs"] == "1", f"{role} NoNewPrivs = {st['NoNewPrivs']}"
     # PR_SET_DUMPABLE 0 in all three: another process of the same user may not read their
     # memory or environment (ptrace access mode), while it may read a dumpable one's.
@@ -157,11 +174,12 @@ def as_root():
         pytest.fail("these tests start s7commd as root and as the service user (setpriv): run them as root, as CI does")
 
 
-def test_root_start_drops_everything(tmp_path):
+def test_root_start_drops_all_but_what_the_workers_own_user_takes(tmp_path):
     h = start(tmp_path, make_config(free_port()))
     try:
-        kids = check_runtime(h, pwd.getpwnam(SERVICE_USER).pw_uid)
-        assert int(status(h.process.pid)["CapBnd"], 16) == 0
+        kids = check_runtime(h, pwd.getpwnam(SERVICE_USER).pw_uid, own_worker=True)
+        # Only what starting and stopping the worker as its own user takes.
+        assert int(status(h.process.pid)["CapBnd"], 16) == CAP_SETID
         c = client(h)
         c.db_write(1, 0, bytearray(b"\x11\x22\x33\x44"))
         assert c.db_read(1, 0, 4) == bytearray(b"\x11\x22\x33\x44")
@@ -256,7 +274,7 @@ def test_killed_children_come_back_with_listener_and_memory(tmp_path):
                 time.sleep(0.05)
             assert roles(h.process.pid)[role] != victim
         assert h.log().count("killed by signal 9") == 3
-        check_runtime(h, pwd.getpwnam(SERVICE_USER).pw_uid)
+        check_runtime(h, pwd.getpwnam(SERVICE_USER).pw_uid, own_worker=True)
     finally:
         stop(h)
 

@@ -43,6 +43,7 @@
 #define CS7_SFD_NONBLOCK 04000
 
 // Capability numbers used by S7Sys.
+#define CS7_CAP_KILL 5
 #define CS7_CAP_SETGID 6
 #define CS7_CAP_SETUID 7
 #define CS7_CAP_SETPCAP 8
