@@ -33,6 +33,10 @@
 //                    `plain-mapping` maps without it; `chdir` prints chdir's result and errno;
 //                    `trap`: a filter whose default reports the call (SandboxViolationReporter)
 //                    and ends the process with SIGSYS, then socket(2)
+//   exec-denying NAME ERRNO PROGRAM [ARG...]
+//                    install a filter that lets everything run but makes system call NAME
+//                    fail with ERRNO, then exec PROGRAM: what a kernel without that call
+//                    looks like to s7commd (e.g. no seccomp, no Landlock)
 //   landlock WHAT    restrict this process with Landlock and print, one `what: result` line
 //                    each, what it can still do (a result is `ok` or the errno's name):
 //                    `nothing` (Policy.nothing; fd 3 is a loopback TCP listener and fd 4 an
@@ -310,6 +314,16 @@ func say(_ text: String) {
     _ = try? FileDescriptor.standardOutput.writeAll(Array((text + "\n").utf8))
 }
 
+func execDenying(_ values: [String]) throws -> Never {
+    guard let code = Int32(values[1]) else { fail("ERRNO must be a number: \(values[1])") }
+    let filter = try SeccompFilter(defaultAction: .allow)
+    try filter.fail(values[0], with: Errno(rawValue: code))
+    try filter.load()
+    let argv = values[2...].map { strdup($0) } + [nil]
+    execv(values[2], argv)
+    fail("could not exec \(values[2]): errno \(errno)")
+}
+
 func seccomp(_ what: String) throws -> Never {
     if what == "trap" {
         // The reporter's own calls, and nothing else: socket(2) is then reported and ends it.
@@ -515,6 +529,7 @@ do {
     case ("exit", 2): exit(CInt(arguments.last!) ?? 1)
     case ("seccomp", 2): try seccomp(arguments.last!)
     case ("landlock", 2...): try landlock(Array(arguments.dropFirst()))
+    case ("exec-denying", 4...): try execDenying(Array(arguments.dropFirst()))
     case ("demote-keeping", 5), ("demote-keeping", 6):
         let values = Array(arguments.dropFirst())
         try demoteKeeping(values[0], userA: values[1], userB: values[2], standardInput: values[3], executable: values.count == 5 ? values[4] : nil)
@@ -524,7 +539,7 @@ do {
     default:
         fail(
             "usage: S7SysProbe demote USER | receive-fd | peercred | hold-mutex | describe | reap-any | exit STATUS | seccomp WHAT"
-                + " | landlock WHAT | demote-keeping KEEP USER_A USER_B STDIN [EXECUTABLE] | drop-keeping KEEP USER_B STDIN [EXECUTABLE]"
+                + " | landlock WHAT | exec-denying NAME ERRNO PROGRAM [ARG...] | demote-keeping KEEP USER_A USER_B STDIN [EXECUTABLE] | drop-keeping KEEP USER_B STDIN [EXECUTABLE]"
         )
     }
 } catch {

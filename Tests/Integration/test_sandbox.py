@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -17,6 +18,7 @@ from conftest import free_port, make_config, server_binary
 from test_privsep import client, roles, start, status, stop
 
 EACCES = 13
+EPERM = 1
 
 
 @pytest.fixture(autouse=True)
@@ -118,7 +120,8 @@ class Running:
 def running(tmp_path):
     r = Running(tmp_path)
     yield r
-    stop(r.h)
+    if r.h.process.poll() is None:  # a test may have had the sandbox end the supervisor
+        stop(r.h)
 
 
 def errno_call(running, call):
@@ -214,3 +217,53 @@ def test_an_executable_mapping_ends_the_worker(running):
     assert "signaled while in a function called from GDB" in out, out
     running.worker_killed_and_back("mmap")
     running.siblings_unchanged()
+
+
+def test_the_supervisor_can_never_become_root_again(running):
+    """The supervisor keeps CAP_SETUID, CAP_SETGID and CAP_KILL to start and stop the worker as
+    its own user; its seccomp filter lets setresuid reach that user only. Becoming root ends it
+    (SIGSYS) before the call runs; the memory process and the worker see their channel close
+    and stop, saving what is retained."""
+    sup = running.h.process.pid
+    out = gdb(sup, "print (long)syscall(117, 0, 0, 0)")  # setresuid(0, 0, 0) on x86-64
+    assert "signaled while in a function called from GDB" in out, out
+    assert running.h.process.wait(timeout=15) == -signal.SIGSYS, running.h.log()
+    log = running.h.log()
+    assert re.search(rf"supervisor \(pid {sup}\): sandbox violation: system call 117", log), log
+    assert "supervisor sandbox: seccomp deny-list" in log and "setresuid/setresgid only to uid" in log, log
+    deadline = time.monotonic() + 10
+    while (Path(f"/proc/{running.worker}").exists() or Path(f"/proc/{running.memory}").exists()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{running.worker}").exists() and not Path(f"/proc/{running.memory}").exists()
+    assert b"acked!" in (running.tmp_path / "state" / "retain.bin").read_bytes()
+
+
+def probe_binary():
+    return server_binary().parent / "S7SysProbe"
+
+
+@pytest.mark.parametrize("call,who", [("landlock_create_ruleset", "memory process"), ("seccomp", "supervisor")])
+def test_a_sandbox_that_cannot_be_installed_stops_the_start_with_the_reason(tmp_path, call, who):
+    """A kernel that refuses Landlock or seccomp outright (here: the call fails with EPERM
+    under a filter the probe installs before it execs s7commd): s7commd does not run without
+    its sandbox, says which part failed and why, and exits 11 without serving."""
+    assert probe_binary().exists(), f"{probe_binary()} is missing: swift build --build-tests builds it"
+    cfg = retained_config()
+    tmp_path.chmod(0o755)
+    cfg_path = tmp_path / "sandbox.json"
+    cfg_path.write_text(__import__("json").dumps(cfg))
+    cfg_path.chmod(0o644)
+    r = subprocess.run([str(probe_binary()), "exec-denying", call, str(EPERM), str(server_binary()), "run",
+                        "--config", str(cfg_path), "--pid-file", str(tmp_path / "s7commd.pid"),
+                        "--state-dir", str(tmp_path / "state")],
+                       capture_output=True, text=True, timeout=30)
+    out = r.stdout + r.stderr
+    assert r.returncode == 11, out
+    if who == "supervisor":
+        # libseccomp meets the refused seccomp(2) while it sets the filter up, and says which step.
+        assert re.search(r"could not put the supervisor's seccomp filter in place: could not .+\(errno \d+\)", out), out
+    else:
+        assert "memory process: could not put Landlock in place" in out and "Operation not permitted" in out, out
+        assert "could not put its sandbox in place" in out and "stops (exit status 11)" in out, out
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", cfg["server"]["port"])) != 0, "something listens on the port after the refused start"
