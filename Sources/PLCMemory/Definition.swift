@@ -93,6 +93,16 @@ public struct MemoryDefinition: Equatable, Sendable {
     }
 }
 
+extension MemoryDefinition {
+    /// Whether its layout has a second segment: at least one region is read-only and has
+    /// storage of its own (``MemoryLayout/Segment/readOnly``). The messages that carry the
+    /// segments count their descriptors from this.
+    public var hasReadOnlySegment: Bool {
+        ([inputs, outputs, flags, timers, counters].compactMap { $0 } + Array(dataBlocks.values))
+            .contains { $0.readOnly && $0.mapping == nil }
+    }
+}
+
 /// Why an access to PLC memory was refused. The session maps each to an S7 item return code.
 public enum MemoryAccessError: Error, Equatable, Sendable {
     /// The data block does not exist, or the area is disabled.

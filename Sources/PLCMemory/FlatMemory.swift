@@ -39,61 +39,114 @@ public final class InProcessGuard: RegionGuard {
     public func write<T>(_ body: () -> T) -> T { lock.withLock { _ in body() } }
 }
 
-/// PLC memory over one flat byte region laid out by ``MemoryLayout``.
+/// PLC memory over the byte regions laid out by ``MemoryLayout``: segment 0 (header, tables,
+/// writable regions) and, when the layout has one, segment 1 (read-only regions).
 ///
-/// The region is either allocated here (single process) or handed in (shared memory); either
-/// way it is addressed by offsets only. A ``RegionGuard`` makes every call atomic.
+/// The regions are either allocated here (single process) or handed in (shared memory); either
+/// way they are addressed by offsets only. A ``RegionGuard`` makes every call atomic; the
+/// guard of segment 0 covers segment 1 as well.
 public final class FlatMemory: PLCMemoryAccess, @unchecked Sendable {
     public let layout: MemoryLayout
+    /// Segment 0.
     private let region: UnsafeMutableRawBufferPointer
+    /// Segment 1, or an empty buffer when the layout has none.
+    private let readOnlyRegion: UnsafeMutableRawBufferPointer
+    /// Whether segment 1 may be stored to from this process (false: it is mapped read-only, as
+    /// in the S7 worker, and the PLC-side writes refuse it instead of faulting).
+    private let readOnlyRegionWritable: Bool
     private let ownsRegion: Bool
     private let guardian: any RegionGuard
     /// Keeps whatever owns a handed-in region (a shared-memory mapping) alive as long as this.
     private let owner: AnyObject?
 
-    /// Allocates a zeroed region for `layout`.
-    public init(layout: MemoryLayout) {
-        self.layout = layout
-        region = UnsafeMutableRawBufferPointer.allocate(byteCount: layout.totalSize, alignment: 64)
-        region.initializeMemory(as: UInt8.self, repeating: 0)
-        ownsRegion = true
-        guardian = InProcessGuard()
-        owner = nil
+    /// Where one region's first byte is in this process, computed once from its placement and
+    /// its segment's base, so an access costs one lookup, as with a single segment.
+    private struct Slot {
+        var start: UnsafeMutableRawPointer
+        var size: Int
+        var readOnly: Bool
+        /// In segment 1 while segment 1 is mapped read-only here.
+        var unwritable: Bool
+    }
+    private let dataBlockSlots: [UInt16: Slot]
+    private let areaSlots: [PLCArea: Slot]
+
+    /// Allocates zeroed regions for `layout`.
+    public convenience init(layout: MemoryLayout) {
+        let main = UnsafeMutableRawBufferPointer.allocate(byteCount: layout.totalSize, alignment: 64)
+        main.initializeMemory(as: UInt8.self, repeating: 0)
+        let second = UnsafeMutableRawBufferPointer.allocate(byteCount: max(layout.readOnlySize, 1), alignment: 64)
+        second.initializeMemory(as: UInt8.self, repeating: 0)
+        self.init(layout: layout, region: main, readOnlyRegion: second, readOnlyRegionWritable: true, guard: InProcessGuard(), owner: nil, owns: true)
     }
 
-    /// Uses a region provided by the caller (for example a shared-memory mapping), which must
-    /// stay valid for the lifetime of this object and be at least `layout.totalSize` bytes;
-    /// `owner` is kept alive with it.
-    public init(layout: MemoryLayout, region: UnsafeMutableRawBufferPointer, guard: any RegionGuard = InProcessGuard(),
-                owner: AnyObject? = nil) {
+    /// Uses regions provided by the caller (for example shared-memory mappings), which must
+    /// stay valid for the lifetime of this object and be at least `layout.totalSize` and
+    /// `layout.readOnlySize` bytes; `owner` is kept alive with them. `readOnlyRegionWritable`
+    /// false: segment 1 is mapped read-only, and no call of this object stores to it.
+    public convenience init(layout: MemoryLayout, region: UnsafeMutableRawBufferPointer,
+                            readOnlyRegion: UnsafeMutableRawBufferPointer? = nil, readOnlyRegionWritable: Bool = true,
+                            guard: any RegionGuard = InProcessGuard(), owner: AnyObject? = nil) {
+        self.init(layout: layout, region: region, readOnlyRegion: readOnlyRegion ?? UnsafeMutableRawBufferPointer(start: nil, count: 0),
+                  readOnlyRegionWritable: readOnlyRegionWritable, guard: `guard`, owner: owner, owns: false)
+    }
+
+    private init(layout: MemoryLayout, region: UnsafeMutableRawBufferPointer, readOnlyRegion: UnsafeMutableRawBufferPointer,
+                 readOnlyRegionWritable: Bool, guard: any RegionGuard, owner: AnyObject?, owns: Bool) {
         precondition(region.count >= layout.totalSize, "region smaller than its layout")
+        precondition(readOnlyRegion.count >= layout.readOnlySize, "read-only region smaller than its layout")
         self.layout = layout
         self.region = region
-        ownsRegion = false
+        self.readOnlyRegion = readOnlyRegion
+        self.readOnlyRegionWritable = readOnlyRegionWritable
+        ownsRegion = owns
         guardian = `guard`
         self.owner = owner
+        func slot(_ p: MemoryLayout.Placement) -> Slot {
+            let base = p.segment == .main ? region.baseAddress! : readOnlyRegion.baseAddress!
+            return Slot(start: base + p.offset, size: p.size, readOnly: p.readOnly,
+                        unwritable: p.segment == .readOnly && !readOnlyRegionWritable)
+        }
+        dataBlockSlots = layout.dataBlocks.mapValues(slot)
+        areaSlots = layout.areas.mapValues(slot)
     }
 
-    /// Convenience: lays out `definition` and allocates its region.
+    /// Convenience: lays out `definition` and allocates its regions.
     public convenience init(_ definition: MemoryDefinition) throws(MemoryLayoutError) {
         self.init(layout: try MemoryLayout(definition))
     }
 
     deinit {
-        if ownsRegion { region.deallocate() }
+        if ownsRegion {
+            region.deallocate()
+            readOnlyRegion.deallocate()
+        }
     }
 
     @inline(__always)
-    private func locate(_ area: PLCArea, _ db: UInt16, _ offset: Int, _ count: Int, writing: Bool) throws(MemoryAccessError) -> Int {
-        guard let p = layout.placement(area, db: db) else { throw .objectDoesNotExist }
+    private func slot(_ area: PLCArea, _ db: UInt16) -> Slot? {
+        area == .dataBlock ? dataBlockSlots[db] : areaSlots[area]
+    }
+
+    @inline(__always)
+    private func locate(_ area: PLCArea, _ db: UInt16, _ offset: Int, _ count: Int, writing: Bool) throws(MemoryAccessError) -> UnsafeMutableRawPointer {
+        guard let p = slot(area, db) else { throw .objectDoesNotExist }
         guard offset >= 0, count >= 0, offset <= p.size, count <= p.size - offset else { throw .addressOutOfRange }
         if writing && p.readOnly { throw .readOnly }
-        return p.offset + offset
+        return p.start + offset
+    }
+
+    /// A PLC-side store's target: `read_only` does not apply, but a segment mapped read-only here does.
+    @inline(__always)
+    private func locatePLC(_ area: PLCArea, _ db: UInt16, _ offset: Int, _ count: Int) throws(MemoryAccessError) -> UnsafeMutableRawPointer {
+        guard let p = slot(area, db) else { throw .objectDoesNotExist }
+        guard offset >= 0, count >= 0, offset <= p.size, count <= p.size - offset else { throw .addressOutOfRange }
+        if p.unwritable { throw .readOnly }
+        return p.start + offset
     }
 
     public func read(_ area: PLCArea, db: UInt16, offset: Int, count: Int, into out: inout [UInt8]) throws(MemoryAccessError) {
-        let at = try locate(area, db, offset, count, writing: false)
-        let source = UnsafeRawBufferPointer(rebasing: region[at..<at + count])
+        let source = UnsafeRawBufferPointer(start: try locate(area, db, offset, count, writing: false), count: count)
         let start = out.count
         guardian.read {
             out.removeSubrange(start...)
@@ -102,23 +155,26 @@ public final class FlatMemory: PLCMemoryAccess, @unchecked Sendable {
     }
 
     public func write(_ area: PLCArea, db: UInt16, offset: Int, bytes: ArraySlice<UInt8>) throws(MemoryAccessError) {
-        let at = try locate(area, db, offset, bytes.count, writing: true)
-        let target = UnsafeMutableRawBufferPointer(rebasing: region[at..<at + bytes.count])
+        let target = UnsafeMutableRawBufferPointer(start: try locate(area, db, offset, bytes.count, writing: true), count: bytes.count)
         guardian.write { bytes.withUnsafeBytes { target.copyMemory(from: $0) } }
     }
 
     public func readBit(_ area: PLCArea, db: UInt16, offset: Int, bit: Int) throws(MemoryAccessError) -> Bool {
         guard (0...7).contains(bit) else { throw .addressOutOfRange }
         let at = try locate(area, db, offset, 1, writing: false)
-        return guardian.read { region[at] & (1 << UInt8(bit)) != 0 }
+        return guardian.read { at.load(as: UInt8.self) & (1 << UInt8(bit)) != 0 }
     }
 
     public func writeBit(_ area: PLCArea, db: UInt16, offset: Int, bit: Int, value: Bool) throws(MemoryAccessError) {
         guard (0...7).contains(bit) else { throw .addressOutOfRange }
         let at = try locate(area, db, offset, 1, writing: true)
-        guardian.write {
-            if value { region[at] |= 1 << UInt8(bit) } else { region[at] &= ~(1 << UInt8(bit)) }
-        }
+        guardian.write { Self.setBit(at, bit, value) }
+    }
+
+    @inline(__always)
+    private static func setBit(_ at: UnsafeMutableRawPointer, _ bit: Int, _ value: Bool) {
+        let old = at.load(as: UInt8.self)
+        at.storeBytes(of: value ? old | 1 << UInt8(bit) : old & ~(1 << UInt8(bit)), as: UInt8.self)
     }
 
     public var operatingMode: OperatingMode {
@@ -138,30 +194,26 @@ public final class FlatMemory: PLCMemoryAccess, @unchecked Sendable {
     }
 
     /// A write from the PLC side (a local tool or program): bounds-checked like a client's, but
-    /// `read_only` does not apply, since it restricts S7 clients.
+    /// `read_only` does not apply, since it restricts S7 clients. Refused with `.readOnly` only
+    /// where this process maps the region's segment read-only (the S7 worker).
     public func plcWrite(_ area: PLCArea, db: UInt16, offset: Int, bytes: ArraySlice<UInt8>) throws(MemoryAccessError) {
-        guard let p = layout.placement(area, db: db) else { throw .objectDoesNotExist }
-        guard offset >= 0, offset <= p.size, bytes.count <= p.size - offset else { throw .addressOutOfRange }
-        let target = UnsafeMutableRawBufferPointer(rebasing: region[(p.offset + offset)..<(p.offset + offset + bytes.count)])
+        let target = UnsafeMutableRawBufferPointer(start: try locatePLC(area, db, offset, bytes.count), count: bytes.count)
         guardian.write { bytes.withUnsafeBytes { target.copyMemory(from: $0) } }
     }
 
     /// Sets or clears one bit from the PLC side (see ``plcWrite(_:db:offset:bytes:)``).
     public func plcWriteBit(_ area: PLCArea, db: UInt16, offset: Int, bit: Int, value: Bool) throws(MemoryAccessError) {
-        guard (0...7).contains(bit), let p = layout.placement(area, db: db) else { throw .objectDoesNotExist }
-        guard offset >= 0, offset < p.size else { throw .addressOutOfRange }
-        let at = p.offset + offset
-        guardian.write {
-            if value { region[at] |= 1 << UInt8(bit) } else { region[at] &= ~(1 << UInt8(bit)) }
-        }
+        guard (0...7).contains(bit), slot(area, db) != nil else { throw .objectDoesNotExist }
+        let at = try locatePLC(area, db, offset, 1)
+        guardian.write { Self.setBit(at, bit, value) }
     }
 
     /// Puts back the whole of a retained region at start, read-only or not (restoring is not a
     /// client's write). The size must match the region's.
     public func restore(_ area: PLCArea, db: UInt16, bytes: [UInt8]) throws(MemoryAccessError) {
-        guard let p = layout.placement(area, db: db) else { throw .objectDoesNotExist }
+        guard let p = slot(area, db) else { throw .objectDoesNotExist }
         guard bytes.count == p.size else { throw .addressOutOfRange }
-        let target = UnsafeMutableRawBufferPointer(rebasing: region[p.offset..<p.offset + p.size])
+        let target = UnsafeMutableRawBufferPointer(start: try locatePLC(area, db, 0, p.size), count: p.size)
         guardian.write { bytes.withUnsafeBytes { target.copyMemory(from: $0) } }
     }
 

@@ -1,13 +1,34 @@
-/// Where each region sits in the flat byte region: a fixed header, the image tables, then the
-/// regions with storage of their own. Offsets only, no pointers, so the same layout can be put
-/// in shared memory and mapped at any address.
+/// Where each region sits: segment 0 holds a fixed header, the image tables, then the writable
+/// regions with storage of their own; segment 1 (only when there is at least one) holds the
+/// read-only regions with storage of their own, so that the S7 worker can map it read-only and
+/// the kernel, not only ``FlatMemory``'s check, keeps S7 clients from writing it. Offsets only
+/// (per segment), no pointers, so the same layout can be put in shared memory and mapped at
+/// any address.
 public struct MemoryLayout: Equatable, Sendable {
-    /// A region placed in the flat byte region.
+    /// Which of the two segments a region lives in.
+    public enum Segment: Int, Equatable, Sendable {
+        /// Header, image tables, writable own-storage regions (and every mapped region).
+        case main = 0
+        /// Read-only own-storage regions.
+        case readOnly = 1
+    }
+
+    /// A region placed in one of the segments.
     public struct Placement: Equatable, Sendable {
         public var offset: Int
         public var size: Int
         public var readOnly: Bool
         public var retain: Bool
+        /// The segment `offset` counts from.
+        public var segment: Segment = .main
+
+        public init(offset: Int, size: Int, readOnly: Bool, retain: Bool, segment: Segment = .main) {
+            self.offset = offset
+            self.size = size
+            self.readOnly = readOnly
+            self.retain = retain
+            self.segment = segment
+        }
     }
 
     /// Bytes reserved at the start for a header (version, layout, synchronisation).
@@ -20,11 +41,15 @@ public struct MemoryLayout: Equatable, Sendable {
     public private(set) var tableOffsets: [ImageTable: Int] = [:]
     public private(set) var dataBlocks: [UInt16: Placement] = [:]
     public private(set) var areas: [PLCArea: Placement] = [:]
+    /// Bytes of segment 0 (header, tables, writable own storage).
     public private(set) var totalSize: Int = 0
+    /// Bytes of segment 1 (read-only own storage); 0: there is no segment 1.
+    public private(set) var readOnlySize: Int = 0
 
     /// Lays out `definition`. Throws when a mapping reaches past the end of its image table.
     public init(_ definition: MemoryDefinition) throws(MemoryLayoutError) {
         var cursor = MemoryLayout.headerSize
+        var readOnlyCursor = 0
         for table in ImageTable.allCases {
             tableOffsets[table] = cursor
             cursor += table.byteSize
@@ -40,10 +65,15 @@ public struct MemoryLayout: Equatable, Sendable {
                 return Placement(offset: base + m.startElement * m.table.elementSize, size: region.size,
                                  readOnly: region.readOnly, retain: region.retain)
             }
-            // Own storage, 8-byte aligned so every element is naturally aligned.
-            let p = Placement(offset: cursor, size: region.size, readOnly: region.readOnly, retain: region.retain)
-            cursor += (region.size + 7) & ~7
-            return p
+            // Own storage, 8-byte aligned so every element is naturally aligned. A mapped
+            // read-only region stays a window into its (writable) table in segment 0.
+            let rounded = (region.size + 7) & ~7
+            if region.readOnly {
+                defer { readOnlyCursor += rounded }
+                return Placement(offset: readOnlyCursor, size: region.size, readOnly: true, retain: region.retain, segment: .readOnly)
+            }
+            defer { cursor += rounded }
+            return Placement(offset: cursor, size: region.size, readOnly: false, retain: region.retain)
         }
         for (number, region) in definition.dataBlocks.sorted(by: { $0.key < $1.key }) {
             dataBlocks[number] = try place(region, "DB\(number)")
@@ -56,7 +86,11 @@ public struct MemoryLayout: Equatable, Sendable {
             areas[area] = try place(region, area.rawValue)
         }
         totalSize = cursor
+        readOnlySize = readOnlyCursor
     }
+
+    /// Whether the layout has segment 1.
+    public var hasReadOnlySegment: Bool { readOnlySize > 0 }
 
     /// The placement addressed by an area and (for data blocks) a number.
     @inlinable public func placement(_ area: PLCArea, db: UInt16) -> Placement? {

@@ -154,4 +154,73 @@ struct MemoryTests {
         let at = layout.dataBlocks[1]!.offset
         #expect(Array(region[at..<at + 4]) == [1, 2, 3, 4])
     }
+
+    /// Read-only regions of their own storage go to segment 1, offsets from its start; a
+    /// read-only region mapped onto a table stays a window into segment 0.
+    @Test func readOnlyRegionsOfTheirOwnLiveInTheSecondSegment() throws {
+        var d = MemoryDefinition()
+        d.dataBlocks[1] = RegionDefinition(size: 10)
+        d.dataBlocks[2] = RegionDefinition(size: 5, readOnly: true, retain: true)
+        d.dataBlocks[3] = RegionDefinition(size: 4, readOnly: true, mapping: ImageMapping(table: .intMemory, startElement: 1))
+        d.dataBlocks[4] = RegionDefinition(size: 3)
+        d.inputs = RegionDefinition(size: 9, readOnly: true)
+        #expect(d.hasReadOnlySegment)
+        let layout = try MemoryLayout(d)
+        let tablesEnd = MemoryLayout.headerSize + ImageTable.allCases.map(\.byteSize).reduce(0, +)
+        #expect(layout.dataBlocks[1] == .init(offset: tablesEnd, size: 10, readOnly: false, retain: false))
+        #expect(layout.dataBlocks[4] == .init(offset: tablesEnd + 16, size: 3, readOnly: false, retain: false))
+        #expect(layout.dataBlocks[2] == .init(offset: 0, size: 5, readOnly: true, retain: true, segment: .readOnly))
+        #expect(layout.areas[.inputs] == .init(offset: 8, size: 9, readOnly: true, retain: false, segment: .readOnly))
+        #expect(layout.dataBlocks[3] == .init(offset: layout.tableOffsets[.intMemory]! + 2, size: 4, readOnly: true, retain: false))
+        #expect(layout.totalSize == tablesEnd + 24)
+        #expect(layout.readOnlySize == 24)
+
+        // No read-only region of its own: one segment, laid out as before.
+        d.dataBlocks[2] = nil
+        d.inputs = nil
+        #expect(!d.hasReadOnlySegment)
+        let single = try MemoryLayout(d)
+        #expect(!single.hasReadOnlySegment && single.readOnlySize == 0)
+        #expect(single.dataBlocks[4]?.offset == tablesEnd + 16 && single.totalSize == tablesEnd + 24)
+    }
+
+    @Test func bothSegmentsAreAddressedThroughTheirOwnBase() throws {
+        var d = MemoryDefinition()
+        d.dataBlocks[1] = RegionDefinition(size: 4)
+        d.dataBlocks[2] = RegionDefinition(size: 4, readOnly: true)
+        let layout = try MemoryLayout(d)
+        let main = UnsafeMutableRawBufferPointer.allocate(byteCount: layout.totalSize, alignment: 64)
+        let second = UnsafeMutableRawBufferPointer.allocate(byteCount: layout.readOnlySize, alignment: 64)
+        defer { main.deallocate(); second.deallocate() }
+        main.initializeMemory(as: UInt8.self, repeating: 0)
+        second.initializeMemory(as: UInt8.self, repeating: 0)
+        let plc = FlatMemory(layout: layout, region: main, readOnlyRegion: second)
+        #expect(throws: MemoryAccessError.readOnly) { try plc.write(.dataBlock, db: 2, offset: 0, bytes: [1][...]) }
+        #expect(throws: MemoryAccessError.readOnly) { try plc.writeBit(.dataBlock, db: 2, offset: 0, bit: 1, value: true) }
+        try plc.plcWrite(.dataBlock, db: 2, offset: 1, bytes: [7, 8, 9][...])
+        try plc.plcWriteBit(.dataBlock, db: 2, offset: 0, bit: 0, value: true)
+        try plc.write(.dataBlock, db: 1, offset: 0, bytes: [5, 6, 7, 8][...])
+        #expect(Array(second[0..<4]) == [1, 7, 8, 9])
+        #expect(Array(main[layout.dataBlocks[1]!.offset..<layout.dataBlocks[1]!.offset + 4]) == [5, 6, 7, 8])
+        #expect(throws: MemoryAccessError.addressOutOfRange) { try plc.plcWrite(.dataBlock, db: 2, offset: 2, bytes: [1, 2, 3][...]) }
+
+        // Segment 1 mapped read-only in this process (the worker): reads go on; the PLC-side
+        // stores refuse instead of faulting.
+        let worker = FlatMemory(layout: layout, region: main, readOnlyRegion: second, readOnlyRegionWritable: false)
+        var out: [UInt8] = []
+        try worker.read(.dataBlock, db: 2, offset: 0, count: 4, into: &out)
+        #expect(out == [1, 7, 8, 9])
+        #expect(try worker.readBit(.dataBlock, db: 2, offset: 0, bit: 0))
+        #expect(throws: MemoryAccessError.readOnly) { try worker.plcWrite(.dataBlock, db: 2, offset: 0, bytes: [1][...]) }
+        #expect(throws: MemoryAccessError.readOnly) { try worker.plcWriteBit(.dataBlock, db: 2, offset: 0, bit: 0, value: false) }
+        #expect(throws: MemoryAccessError.readOnly) { try worker.restore(.dataBlock, db: 2, bytes: [0, 0, 0, 0]) }
+        try worker.plcWrite(.dataBlock, db: 1, offset: 0, bytes: [1][...])
+
+        // Allocated in one process: both segments, zeroed.
+        let own = FlatMemory(layout: layout)
+        try own.restore(.dataBlock, db: 2, bytes: [4, 3, 2, 1])
+        out = []
+        try own.read(.dataBlock, db: 2, offset: 0, count: 4, into: &out)
+        #expect(out == [4, 3, 2, 1])
+    }
 }
