@@ -63,6 +63,41 @@ public enum SharedMemory {
         return descriptor
     }
 
+    /// How a descriptor's open file description was opened (`fcntl(F_GETFL) & O_ACCMODE`).
+    public enum AccessMode: Sendable, Equatable, CustomStringConvertible {
+        case readOnly, writeOnly, readWrite
+
+        public var description: String {
+            switch self {
+            case .readOnly: "O_RDONLY"
+            case .writeOnly: "O_WRONLY"
+            case .readWrite: "O_RDWR"
+            }
+        }
+    }
+
+    /// The access mode of `descriptor`'s open file description.
+    public static func accessMode(of descriptor: FileDescriptor) throws -> AccessMode {
+        let flags = try retryingOnInterrupt("could not read the flags of descriptor \(descriptor.rawValue) (fcntl F_GETFL)") {
+            fcntl(descriptor.rawValue, F_GETFL)
+        }
+        switch flags & O_ACCMODE {
+        case O_RDONLY: return .readOnly
+        case O_WRONLY: return .writeOnly
+        default: return .readWrite
+        }
+    }
+
+    /// A read-only descriptor of the same memfd: `open("/proc/self/fd/N", O_RDONLY | O_CLOEXEC)`
+    /// makes a new open file description, so whoever receives it can neither map it
+    /// `PROT_WRITE, MAP_SHARED` (`EACCES`) nor make a `PROT_READ` mapping of it writable with
+    /// `mprotect` (`EACCES`: the mapping lacks `VM_MAYWRITE`). `descriptor` keeps its own mode.
+    public static func reopenReadOnly(_ descriptor: FileDescriptor) throws -> FileDescriptor {
+        let path = "/proc/self/fd/\(descriptor.rawValue)"
+        let raw = try retryingOnInterrupt("could not open \(path) read-only") { open(path, O_RDONLY | O_CLOEXEC) }
+        return FileDescriptor(rawValue: raw)
+    }
+
     /// The seals of a memfd.
     public static func seals(of descriptor: FileDescriptor) throws -> Seals {
         let raw = try retryingOnInterrupt("could not read the seals of descriptor \(descriptor.rawValue) (F_GET_SEALS)") {
@@ -93,6 +128,17 @@ public enum SharedMemory {
     ///   process waiting for that mutex for ever (the kernel cannot find the mutex to mark
     ///   its owner dead).
     public static func map(descriptor: FileDescriptor, size: Int) throws -> Mapping {
+        try map(descriptor: descriptor, size: size, writable: true)
+    }
+
+    /// Maps the first `size` bytes of a shared-memory segment readable only, `MAP_SHARED`, as
+    /// ``map(descriptor:size:)`` does otherwise. On a read-only descriptor (see
+    /// ``reopenReadOnly(_:)``) the kernel keeps the mapping from ever becoming writable.
+    public static func mapReadOnly(descriptor: FileDescriptor, size: Int) throws -> Mapping {
+        try map(descriptor: descriptor, size: size, writable: false)
+    }
+
+    private static func map(descriptor: FileDescriptor, size: Int, writable: Bool) throws -> Mapping {
         precondition(size > 0, "a mapping needs a positive size")
         let fileSize = try self.size(of: descriptor)
         guard fileSize >= size else {
@@ -101,12 +147,12 @@ public enum SharedMemory {
                 errno: .invalidArgument
             )
         }
-        guard let address = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, descriptor.rawValue, 0),
+        guard let address = mmap(nil, size, writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, descriptor.rawValue, 0),
             address != UnsafeMutableRawPointer(bitPattern: -1)
         else {
             throw SystemCallError("could not map \(size) bytes of shared memory (mmap)", errno: Errno(rawValue: errno))
         }
-        return Mapping(bytes: UnsafeMutableRawBufferPointer(start: address, count: size))
+        return Mapping(bytes: UnsafeMutableRawBufferPointer(start: address, count: size), writable: writable)
     }
 
     /// A shared mapping (`mmap`, `MAP_SHARED`), unmapped only when this object is freed.
@@ -117,9 +163,12 @@ public enum SharedMemory {
     public final class Mapping: @unchecked Sendable {
         /// The mapped bytes.
         public let bytes: UnsafeMutableRawBufferPointer
+        /// Mapped `PROT_WRITE`; false: storing to `bytes` faults (`SIGSEGV`).
+        public let writable: Bool
 
-        init(bytes: UnsafeMutableRawBufferPointer) {
+        init(bytes: UnsafeMutableRawBufferPointer, writable: Bool) {
             self.bytes = bytes
+            self.writable = writable
         }
 
         /// Keeps this mapping (and so the region) until the process exits, and returns it.
