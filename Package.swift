@@ -140,6 +140,11 @@ let package = Package(
         .testTarget(name: "S7IPCTests", dependencies: ["S7IPC", "PLCMemory", "S7Sys"], swiftSettings: commonSettings),
         .testTarget(name: "S7SupervisorTests", dependencies: ["S7Supervisor", "S7IPC", "S7Sys"], swiftSettings: commonSettings),
         .testTarget(
+            name: "PLCMemoryClientTests",
+            dependencies: ["PLCMemoryClient", "PLCMemory", "S7Sys", "CS7Sys", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: commonSettings
+        ),
+        .testTarget(
             name: "S7SysTests",
             dependencies: ["S7Sys", "CS7Sys", "S7SysProbe", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: commonSettings

@@ -4,7 +4,9 @@ import PLCMemory
 // version: supervisor→child 0x1x, child→supervisor 0x2x, local clients 0x3x/0x4x.
 
 /// What the worker starts serving with. Descriptors, in order: the listener (when `listening`),
-/// `metricsListeners` metrics sockets, the PLC memory segment.
+/// `metricsListeners` metrics sockets, the PLC memory segment, and, when the layout has
+/// read-only regions of their own (``MemoryDefinition/hasReadOnlySegment``), the read-only
+/// segment opened O_RDONLY.
 public struct WorkerStart: Equatable, Sendable {
     public var settings: WorkerSettings
     public var memory: MemoryDefinition
@@ -44,7 +46,7 @@ public enum SupervisorToWorker: IPCPhasedMessage {
 
     public var descriptorCount: Int {
         guard case .serve(let s) = self else { return 0 }
-        return (s.listening ? 1 : 0) + s.metricsListeners + 1
+        return (s.listening ? 1 : 0) + s.metricsListeners + 1 + (s.memory.hasReadOnlySegment ? 1 : 0)
     }
 
     /// The worker's table: `serve` (or `stop`) first, then anything but `serve`.
@@ -191,8 +193,9 @@ public enum WorkerToSupervisor: IPCPhasedMessage {
     }
 }
 
-/// What the memory process starts with. Descriptors, in order: the segment to take over
-/// (when `reuse`), the listening socket for local clients (when `attachSocket`).
+/// What the memory process starts with. Descriptors, in order: the segment to take over and,
+/// when the layout has one, the read-only segment, both read-write (when `reuse`); the
+/// listening socket for local clients (when `attachSocket`).
 public struct MemoryStart: Equatable, Sendable {
     public var memory: MemoryDefinition
     /// Where retain.bin lives; nil: nothing is retained.
@@ -220,7 +223,7 @@ public enum SupervisorToMemory: IPCPhasedMessage {
 
     public var descriptorCount: Int {
         guard case .prepare(let s) = self else { return 0 }
-        return (s.reuse ? 1 : 0) + (s.attachSocket ? 1 : 0)
+        return (s.reuse ? (s.memory.hasReadOnlySegment ? 2 : 1) : 0) + (s.attachSocket ? 1 : 0)
     }
 
     /// The memory process's table: `prepare` once, first; `stop` at any time.
@@ -262,28 +265,35 @@ public enum SupervisorToMemory: IPCPhasedMessage {
 
 /// Memory process → supervisor.
 public enum MemoryToSupervisor: IPCPhasedMessage {
-    /// The segment is laid out (and restored); it comes attached.
-    case ready(size: Int)
+    /// The segments are laid out (and restored); they come attached: segment 0 (read-write),
+    /// then, when `readOnlySize` > 0, segment 1 read-write (kept for a restarted memory
+    /// process) and segment 1 again, opened O_RDONLY (the only one the worker gets).
+    case ready(size: Int, readOnlySize: Int)
 
     public static let sender = "memory process"
     public var kind: String { "ready" }
-    public var descriptorCount: Int { 1 }
+    public var descriptorCount: Int {
+        guard case .ready(_, let readOnlySize) = self else { return 0 }
+        return readOnlySize > 0 ? 3 : 1
+    }
 
     /// Once, while starting.
     public func allowed(in phase: ChannelPhase) -> Bool { phase == .starting }
 
     public func encoded() -> [UInt8] {
-        guard case .ready(let size) = self else { return [] }
+        guard case .ready(let size, let readOnlySize) = self else { return [] }
         var w = IPCWriter(tag: 0x25)
         w.count(size)
+        w.count(readOnlySize)
         return w.bytes
     }
 
     public static func decode(_ bytes: [UInt8]) throws(IPCError) -> MemoryToSupervisor {
         var r = try IPCReader(bytes, tag: 0x25, message: "ready", peer: sender)
         let size = try r.count("size", 1...Int(UInt32.max))
+        let readOnlySize = try r.count("read-only size", 0...Int(UInt32.max))
         try r.finish()
-        return .ready(size: size)
+        return .ready(size: size, readOnlySize: readOnlySize)
     }
 }
 
@@ -343,13 +353,16 @@ public enum MemoryClientRequest: IPCPhasedMessage {
 }
 
 /// Memory process → its client: the layout (the definition it is computed from), with the
-/// segment attached.
+/// segments attached, both read-write: segment 0, then segment 1 when the layout has one.
 public enum MemoryClientReply: IPCMessage {
     case attached(MemoryDefinition)
 
     public static let sender = "memory process"
     public var kind: String { "attached" }
-    public var descriptorCount: Int { 1 }
+    public var descriptorCount: Int {
+        guard case .attached(let definition) = self else { return 0 }
+        return definition.hasReadOnlySegment ? 2 : 1
+    }
 
     public func encoded() -> [UInt8] {
         guard case .attached(let definition) = self else { return [] }

@@ -104,8 +104,8 @@ public enum WorkerRole {
         var listeningServer = false
         var memory: FlatMemory?
         var phase = ChannelPhase.starting
-        // The listener, up to two metrics sockets (TCP and Unix), the segment.
-        for await event in channel.events(maxDescriptors: 4) {
+        // The listener, up to two metrics sockets (TCP and Unix), the segment, the read-only segment.
+        for await event in channel.events(maxDescriptors: 5) {
             guard case .message(let message, let fds) = event else {
                 logger.notice("worker: the supervisor closed the channel; stopping")
                 await server?.shutdown()
@@ -116,9 +116,13 @@ public enum WorkerRole {
             case .serve(let start):
                 phase = .running
                 let layout = try PLCMemory.MemoryLayout(start.memory)
-                let segment = fds[fds.count - 1]
-                let mapping = try SharedRegion.attach(segment, layout)
-                try? segment.close()
+                // The read-only segment comes O_RDONLY and is mapped PROT_READ: the kernel,
+                // not only FlatMemory's check, keeps this process from writing it.
+                let segmentCount = layout.hasReadOnlySegment ? 2 : 1
+                let segments = SharedRegion.Descriptors(main: fds[fds.count - segmentCount],
+                                                        readOnly: layout.hasReadOnlySegment ? fds[fds.count - 1] : nil)
+                let mapping = try SharedRegion.attach(segments, layout, readOnlySegment: .readOnly)
+                segments.close()
                 memory = SharedRegion.memory(layout, mapping)
                 if start.listening || start.metricsListeners > 0 {
                     let s = S7Server(settings: start.settings.server, session: start.settings.session(clock: clock),
@@ -126,7 +130,7 @@ public enum WorkerRole {
                                      metrics: start.metricsListeners > 0 ? ServerMetrics() : nil)
                     server = s
                     if start.listening { try await s.start(listeningOn: fds[0].rawValue) }
-                    for fd in fds.dropFirst(start.listening ? 1 : 0).dropLast() { try await s.startMetrics(listeningOn: fd.rawValue) }
+                    for fd in fds.dropFirst(start.listening ? 1 : 0).dropLast(segmentCount) { try await s.startMetrics(listeningOn: fd.rawValue) }
                     listeningServer = start.listening
                 }
                 let sandbox: SandboxReport
@@ -171,7 +175,7 @@ public enum MemoryRole {
     public static func run(control: SystemPackage.FileDescriptor, landlock: String, statusFile: SystemPackage.FileDescriptor,
                            logger: Logger) async throws -> Int32 {
         let channel = SupervisorChannel<SupervisorToMemory>(socket: control, role: "memory process", logger: logger)
-        var mapping: SharedMemory.Mapping?
+        var mapping: SharedRegion.Mappings?
         var memory: FlatMemory?
         var retainTask: Task<Void, Never>?
         var store: RetainStore?
@@ -187,7 +191,8 @@ public enum MemoryRole {
                 logger.error("memory process: could not save retained data: \(error)")
             }
         }
-        for await event in channel.events(maxDescriptors: 2) {
+        // The two segments to take over, memory.sock.
+        for await event in channel.events(maxDescriptors: 3) {
             guard case .message(let message, var fds) = event else {
                 logger.notice("memory process: the supervisor closed the channel; stopping")
                 finalSave()
@@ -201,14 +206,16 @@ public enum MemoryRole {
             }
             phase = .running
             let layout = try PLCMemory.MemoryLayout(start.memory)
-            let segment: SystemPackage.FileDescriptor
+            let segments: SharedRegion.Descriptors
+            let sizes = layout.hasReadOnlySegment ? "\(layout.totalSize) bytes, read-only segment \(layout.readOnlySize) bytes" : "\(layout.totalSize) bytes"
             if start.reuse {
-                segment = fds.removeFirst()
-                mapping = try SharedRegion.attach(segment, layout)
-                logger.info("memory process (pid \(getpid()), uid \(getuid())) took over the PLC memory segment (\(layout.totalSize) bytes)")
+                let main = fds.removeFirst()
+                segments = SharedRegion.Descriptors(main: main, readOnly: layout.hasReadOnlySegment ? fds.removeFirst() : nil)
+                mapping = try SharedRegion.attach(segments, layout)
+                logger.info("memory process (pid \(getpid()), uid \(getuid())) took over the PLC memory segment (\(sizes))")
             } else {
-                (segment, mapping) = try SharedRegion.create(layout)
-                logger.info("memory process (pid \(getpid()), uid \(getuid())) created the PLC memory segment (\(layout.totalSize) bytes)")
+                (segments, mapping) = try SharedRegion.create(layout)
+                logger.info("memory process (pid \(getpid()), uid \(getuid())) created the PLC memory segment (\(sizes))")
             }
             let shared = SharedRegion.memory(layout, mapping!)
             memory = shared
@@ -223,8 +230,12 @@ public enum MemoryRole {
                 retainTask = Task { await keepRetained(s, shared, retainedKeys, logger, saveNow: start.reuse) }
             }
             if start.attachSocket {
-                serveAttach(listener: fds.removeFirst(), definition: start.memory, segment: segment, logger: logger)
+                serveAttach(listener: fds.removeFirst(), definition: start.memory, segments: segments, logger: logger)
             }
+            // The supervisor keeps both read-write (for a restarted memory process) and hands
+            // the worker only a new, O_RDONLY open file description of the read-only segment.
+            let view = try segments.readOnly.map { try SharedMemory.reopenReadOnly($0) }
+            defer { try? view?.close() }
             let sandbox: SandboxReport
             do {
                 sandbox = try Sandbox.install(.memory, ownUser: false, landlock: landlock, statusFile: statusFile)
@@ -234,7 +245,8 @@ public enum MemoryRole {
                 exit(ChildExitStatus.sandboxUnavailable.rawValue)
             }
             logger.info("memory process sandbox: \(sandbox)")
-            try channel.send(MemoryToSupervisor.ready(size: layout.totalSize), descriptors: [segment])
+            try channel.send(MemoryToSupervisor.ready(size: layout.totalSize, readOnlySize: layout.readOnlySize),
+                             descriptors: segments.all + (view.map { [$0] } ?? []))
         }
         finalSave()
         withExtendedLifetime(mapping) {}
@@ -290,8 +302,8 @@ public enum MemoryRole {
     /// that connect to memory.sock (bound by the supervisor, passed here): root, the service
     /// user, or members of its group; one attach request per connection.
     static func serveAttach(listener: SystemPackage.FileDescriptor, definition: MemoryDefinition,
-                            segment: SystemPackage.FileDescriptor, logger: Logger) {
-        let dup = (try? segment.duplicate()) ?? segment
+                            segments: SharedRegion.Descriptors, logger: Logger) {
+        let dups = segments.all.map { (try? $0.duplicate()) ?? $0 }
         Thread.detachNewThread {
             while true {
                 guard let peer = try? LocalSocket.accept(listener) else { return }
@@ -304,7 +316,7 @@ public enum MemoryRole {
                 try? LocalSocket.setReceiveTimeout(peer, seconds: 2)
                 do {
                     guard try IPC.receive(MemoryClientRequest.self, on: peer, maxDescriptors: 0) != nil else { continue }
-                    try IPC.send(MemoryClientReply.attached(definition), descriptors: [dup], on: peer)
+                    try IPC.send(MemoryClientReply.attached(definition), descriptors: dups, on: peer)
                     logger.info("memory socket: pid \(cred.pid) (uid \(cred.uid)) attached to the PLC memory")
                 } catch {
                     logger.warning("memory socket: pid \(cred.pid) (uid \(cred.uid)) sent something outside the protocol (\(error)); closed")

@@ -46,7 +46,9 @@ public struct SupervisorCore: Sendable {
         case spawned(ChildRole, pid: Int32)
         case spawnFailed(ChildRole, String)
         case fromWorker(pid: Int32, WorkerToSupervisor)
-        case fromMemory(pid: Int32, MemoryToSupervisor)
+        /// `readOnlyView`: the access mode of the descriptor that came for the worker's view of
+        /// the read-only segment (`fcntl(F_GETFL)`), nil when none came.
+        case fromMemory(pid: Int32, MemoryToSupervisor, readOnlyView: SharedMemory.AccessMode?)
         /// A child broke the protocol or failed its privilege check.
         case misbehaved(ChildRole, pid: Int32, String)
         /// A child's log had the line its SIGSYS reporter writes: this system call (and its name
@@ -69,6 +71,9 @@ public struct SupervisorCore: Sendable {
         case spawn(ChildRole)
         case sendWorker(SupervisorToWorker)
         case sendMemory(SupervisorToMemory)
+        /// Keep the descriptors that came with this `ready`: the first segments the
+        /// supervisor holds (later copies are closed).
+        case holdSegments
         /// SIGKILL, and close its channel: it is forgotten.
         case kill(ChildRole, pid: Int32)
         case readConfiguration
@@ -172,7 +177,7 @@ public struct SupervisorCore: Sendable {
             out += reportRestarts()
         case .spawnFailed(let role, let why):
             out += scheduleRestart(role, now, "could not be started: \(why)")
-        case .fromMemory(let pid, let message):
+        case .fromMemory(let pid, let message, let readOnlyView):
             guard var child = current(.memory, pid) else { break }
             do {
                 try message.check(in: child.phase)
@@ -180,8 +185,13 @@ public struct SupervisorCore: Sendable {
                 out += kill(.memory, child, now, "sent a message outside the protocol (\(error))")
                 break
             }
+            if let problem = segmentProblem(message, readOnlyView) {
+                out += kill(.memory, child, now, "sent a message outside the protocol (\(problem))")
+                break
+            }
             child.phase = .running
             slots[.memory] = .up(child)
+            if !hasSegment { out.append(.holdSegments) }
             hasSegment = true
             if slots[.worker]?.child == nil, state == .running { out.append(.spawn(.worker)) }
         case .fromWorker(let pid, let message):
@@ -257,6 +267,22 @@ public struct SupervisorCore: Sendable {
             out.append(.exit(stopStatus))
         }
         return out
+    }
+
+    /// What is wrong with the segments a `ready` came with: a read-only segment where the
+    /// layout has none or none where it has one, or a view for the worker that is open for
+    /// writing (the worker would get a descriptor it could map writable).
+    private func segmentProblem(_ message: MemoryToSupervisor, _ readOnlyView: SharedMemory.AccessMode?) -> String? {
+        guard case .ready(_, let readOnlySize) = message else { return nil }
+        let expected = plan.memory.hasReadOnlySegment
+        if (readOnlySize > 0) != expected {
+            return expected ? "a ready without the read-only segment, which the layout has"
+                            : "a ready with a read-only segment, which the layout does not have"
+        }
+        if expected, readOnlyView != .readOnly {
+            return "the read-only segment's descriptor for the S7 worker is open \(readOnlyView.map { "\($0)" } ?? "in no known mode"), not O_RDONLY"
+        }
+        return nil
     }
 
     private func current(_ role: ChildRole, _ pid: Int32) -> Child? {

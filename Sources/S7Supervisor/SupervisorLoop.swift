@@ -95,7 +95,13 @@ public final class SupervisorLoop {
     private var pipes: [LogPipe] = []
     private var clients: [Int: (socket: FileDescriptor, deadline: Int64, asked: Bool, peer: String)] = [:]
     private var nextClient = 0
+    /// The segments, from the first `ready` on: segment 0 and segment 1 read-write (for a
+    /// restarted memory process), and segment 1 O_RDONLY (the only one the worker gets).
     private var segment: FileDescriptor?
+    private var readOnlySegment: FileDescriptor?
+    private var readOnlyView: FileDescriptor?
+    /// The descriptors of the `ready` being handled, until the core says to hold them.
+    private var arrived: [FileDescriptor] = []
     private var exitStatus: Int32?
 
     public init(setup: Setup, plan: SupervisorCore.Plan) {
@@ -147,16 +153,21 @@ public final class SupervisorLoop {
         case .sendWorker(let message):
             var fds: [FileDescriptor] = []
             if case .serve = message {
-                fds = (setup.listener.map { [$0] } ?? []) + setup.metricsListeners + (segment.map { [$0] } ?? [])
+                fds = (setup.listener.map { [$0] } ?? []) + setup.metricsListeners + [segment, readOnlyView].compactMap { $0 }
             }
             send(message, to: .worker, descriptors: fds)
         case .sendMemory(let message):
             var fds: [FileDescriptor] = []
             if case .prepare(let start) = message {
-                if start.reuse, let segment { fds.append(segment) }
+                if start.reuse { fds += [segment, readOnlySegment].compactMap { $0 } }
                 if start.attachSocket, let socket = setup.memoryListener { fds.append(socket) }
             }
             send(message, to: .memory, descriptors: fds)
+        case .holdSegments:
+            guard segment == nil, !arrived.isEmpty else { break }
+            segment = arrived[0]
+            if arrived.count == 3 { (readOnlySegment, readOnlyView) = (arrived[1], arrived[2]) }
+            arrived = []
         case .kill(let role, let pid):
             try? ProcessSignal.send(SIGKILL, to: pid)
             if let channel = channels[role], channel.pid == pid { close(role) }
@@ -254,13 +265,19 @@ public final class SupervisorLoop {
                 }
                 if verified() { feed(.fromWorker(pid: pid, message)) }
             case .memory:
-                guard let (message, fds) = try IPC.receive(MemoryToSupervisor.self, on: channel.socket, maxDescriptors: 1) else {
+                guard let (message, fds) = try IPC.receive(MemoryToSupervisor.self, on: channel.socket, maxDescriptors: 3) else {
                     close(role)
                     return feed(.channelClosed(role, pid: pid))
                 }
                 guard verified() else { return fds.forEach { try? $0.close() } }
-                if segment == nil { segment = fds.first } else { fds.forEach { try? $0.close() } }
-                feed(.fromMemory(pid: pid, message))
+                // What the worker would get for the read-only segment must be O_RDONLY; the
+                // core treats anything else as a protocol violation.
+                let view: SharedMemory.AccessMode? = fds.count == 3 ? ((try? SharedMemory.accessMode(of: fds[2])) ?? .readWrite) : nil
+                arrived = fds
+                feed(.fromMemory(pid: pid, message, readOnlyView: view))
+                // Not held (a later copy, or a refused ready): closed.
+                arrived.forEach { try? $0.close() }
+                arrived = []
             }
         } catch .wouldBlock {
             return  // poll woke without a message: nothing to read yet

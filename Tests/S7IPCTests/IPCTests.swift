@@ -39,7 +39,7 @@ let toMemory: [SupervisorToMemory] = [
     .prepare(MemoryStart(memory: definition, stateDirectory: "/var/lib/s7commd", reuse: true, attachSocket: true)),
     .prepare(MemoryStart(memory: definition, stateDirectory: nil, reuse: false, attachSocket: false)), .stop,
 ]
-let fromMemory: [MemoryToSupervisor] = [.ready(size: 70_000)]
+let fromMemory: [MemoryToSupervisor] = [.ready(size: 70_000, readOnlySize: 0), .ready(size: 49_408, readOnlySize: 128)]
 let controlReplies: [ControlReply] = [
     .status(report),
     .status(SupervisorReport(pid: 1, state: .restarting, endpoint: "", metrics: [], startedAt: 0, uptimeMs: 0, children: [],
@@ -147,16 +147,39 @@ struct IPCEncodingTests {
     }
 
     @Test func descriptorsMustBeExactlyTheMessagesOwn() throws {
+        // The listener, two metrics sockets, segment 0 and (the inputs are read-only with
+        // storage of their own) the read-only segment.
         let serve = toWorker[0]
-        #expect(serve.descriptorCount == 4)
-        #expect(throws: IPCError.unexpectedDescriptors(message: "serve", received: 3, expected: 4)) {
-            try SupervisorToWorker.decode(serve.encoded(), descriptors: 3)
+        #expect(definition.hasReadOnlySegment)
+        #expect(serve.descriptorCount == 5)
+        #expect(throws: IPCError.unexpectedDescriptors(message: "serve", received: 4, expected: 5)) {
+            try SupervisorToWorker.decode(serve.encoded(), descriptors: 4)
+        }
+        #expect(toWorker[1].descriptorCount == 1, "no listener, no metrics, one segment")
+        // A read-only region that is a window into an image table needs no second segment.
+        let mappedOnly = MemoryDefinition(dataBlocks: [9: definition.dataBlocks[9]!])
+        #expect(!mappedOnly.hasReadOnlySegment)
+        #expect(SupervisorToWorker.serve(WorkerStart(settings: settings, memory: mappedOnly, listening: true, metricsListeners: 0)).descriptorCount == 2)
+        // prepare: both segments to take over, then memory.sock; none without reuse.
+        #expect(toMemory[0].descriptorCount == 3)
+        #expect(toMemory[1].descriptorCount == 0)
+        #expect(SupervisorToMemory.prepare(MemoryStart(memory: mappedOnly, stateDirectory: nil, reuse: true, attachSocket: true)).descriptorCount == 2)
+        // ready: segment 0, or segment 0, segment 1 and segment 1 read-only.
+        #expect(fromMemory.map(\.descriptorCount) == [1, 3])
+        #expect(throws: IPCError.unexpectedDescriptors(message: "ready", received: 1, expected: 3)) {
+            try MemoryToSupervisor.decode(fromMemory[1].encoded(), descriptors: 1)
+        }
+        // attached: both segments, read-write.
+        #expect(MemoryClientReply.attached(definition).descriptorCount == 2)
+        #expect(MemoryClientReply.attached(mappedOnly).descriptorCount == 1)
+        #expect(throws: IPCError.unexpectedDescriptors(message: "attached", received: 1, expected: 2)) {
+            try MemoryClientReply.decode(MemoryClientReply.attached(definition).encoded(), descriptors: 1)
         }
         #expect(throws: IPCError.unexpectedDescriptors(message: "serving", received: 1, expected: 0)) {
             try WorkerToSupervisor.decode(WorkerToSupervisor.serving(sandboxReport).encoded(), descriptors: 1)
         }
         #expect(throws: IPCError.unexpectedDescriptors(message: "ready", received: 0, expected: 1)) {
-            try MemoryToSupervisor.decode(MemoryToSupervisor.ready(size: 10).encoded(), descriptors: 0)
+            try MemoryToSupervisor.decode(MemoryToSupervisor.ready(size: 10, readOnlySize: 0).encoded(), descriptors: 0)
         }
     }
 }
@@ -179,7 +202,7 @@ struct IPCTableTests {
         #expect(throws: IPCError.notAllowed(message: "reloaded", state: "starting")) { try WorkerToSupervisor.reloaded.check(in: .starting) }
         #expect(throws: IPCError.notAllowed(message: "serve", state: "running")) { try toWorker[0].check(in: .running) }
         #expect(throws: IPCError.notAllowed(message: "prepare", state: "stopping")) { try toMemory[0].check(in: .stopping) }
-        #expect(throws: IPCError.notAllowed(message: "ready", state: "running")) { try MemoryToSupervisor.ready(size: 1).check(in: .running) }
+        #expect(throws: IPCError.notAllowed(message: "ready", state: "running")) { try MemoryToSupervisor.ready(size: 1, readOnlySize: 0).check(in: .running) }
         #expect(throws: IPCError.notAllowed(message: "attach", state: "running")) { try MemoryClientRequest.attach.check(in: .running) }
         try WorkerToSupervisor.serving(sandboxReport).check(in: .starting)
         try SupervisorToWorker.stop.check(in: .running)
@@ -187,9 +210,9 @@ struct IPCTableTests {
     }
 
     @Test func theMemoryProcessSaysReadyOnce() {
-        #expect(MemoryToSupervisor.ready(size: 1).allowed(in: .starting))
-        #expect(!MemoryToSupervisor.ready(size: 1).allowed(in: .running))
-        #expect(!MemoryToSupervisor.ready(size: 1).allowed(in: .stopping))
+        #expect(MemoryToSupervisor.ready(size: 1, readOnlySize: 0).allowed(in: .starting))
+        #expect(!MemoryToSupervisor.ready(size: 1, readOnlySize: 0).allowed(in: .running))
+        #expect(!MemoryToSupervisor.ready(size: 1, readOnlySize: 0).allowed(in: .stopping))
     }
 
     @Test func childrenTakeTheirStartOnceAndStopAlways() {
@@ -213,12 +236,27 @@ struct IPCTransportTests {
         defer { try? pair.first.close(); try? pair.second.close() }
         let segment = try SharedMemory.create(name: "ipc-test", size: 4096)
         defer { try? segment.close() }
-        try IPC.send(MemoryToSupervisor.ready(size: 4096), descriptors: [segment], on: pair.second)
-        let received = try #require(try IPC.receive(MemoryToSupervisor.self, on: pair.first, maxDescriptors: 1))
-        #expect(received.0 == .ready(size: 4096))
+        try IPC.send(MemoryToSupervisor.ready(size: 4096, readOnlySize: 0), descriptors: [segment], on: pair.second)
+        let received = try #require(try IPC.receive(MemoryToSupervisor.self, on: pair.first, maxDescriptors: 3))
+        #expect(received.0 == .ready(size: 4096, readOnlySize: 0))
         #expect(received.1.count == 1)
         #expect(try SharedMemory.size(of: received.1[0]) == 4096)
         for fd in received.1 { try fd.close() }
+    }
+
+    @Test func aReadyWithTheReadOnlySegmentCarriesItTwiceOnceReadOnly() throws {
+        let pair = try UnixSocketPair.make()
+        defer { try? pair.first.close(); try? pair.second.close() }
+        let main = try SharedMemory.create(name: "ipc-test", size: 4096)
+        let second = try SharedMemory.create(name: "ipc-test-ro", size: 64)
+        let view = try SharedMemory.reopenReadOnly(second)
+        defer { for fd in [main, second, view] { try? fd.close() } }
+        try IPC.send(MemoryToSupervisor.ready(size: 4096, readOnlySize: 64), descriptors: [main, second, view], on: pair.second)
+        let received = try #require(try IPC.receive(MemoryToSupervisor.self, on: pair.first, maxDescriptors: 3))
+        defer { for fd in received.1 { try? fd.close() } }
+        #expect(received.0 == .ready(size: 4096, readOnlySize: 64))
+        #expect(try received.1.map { try SharedMemory.size(of: $0) } == [4096, 64, 64])
+        #expect(try received.1.map { try SharedMemory.accessMode(of: $0) } == [.readWrite, .readWrite, .readOnly])
     }
 
     @Test func aPeerThatDoesNotReadMakesANonBlockingSendFailInsteadOfWaiting() throws {

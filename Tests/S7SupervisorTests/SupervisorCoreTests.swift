@@ -23,8 +23,8 @@ struct Harness {
     var core: SupervisorCore
     var clock: Int64 = 1_000
 
-    init(metrics: Int = 0, listening: Bool = true) {
-        let plan = SupervisorCore.Plan(settings: workerSettings, memory: PLCMemoryDefinition(), stateDirectory: "/var/lib/s7commd",
+    init(metrics: Int = 0, listening: Bool = true, memory: PLCMemoryDefinition = PLCMemoryDefinition()) {
+        let plan = SupervisorCore.Plan(settings: workerSettings, memory: memory, stateDirectory: "/var/lib/s7commd",
                                        listening: listening, metricsListeners: metrics, attachSocket: true, metrics: [])
         core = SupervisorCore(plan: plan, pid: 100, now: .init(monotonicMs: 1_000, wallMs: 1_700_000_000_000))
     }
@@ -43,7 +43,7 @@ struct Harness {
     mutating func running() {
         _ = on(.start)
         _ = on(.spawned(.memory, pid: 10))
-        _ = on(.fromMemory(pid: 10, .ready(size: 4096)))
+        _ = on(.fromMemory(pid: 10, .ready(size: 4096, readOnlySize: 0), readOnlyView: nil))
         _ = on(.spawned(.worker, pid: 11))
         _ = on(.fromWorker(pid: 11, .serving(sandbox)))
     }
@@ -59,6 +59,7 @@ func sends(_ actions: [SupervisorCore.Action]) -> [String] {
         case .exit(let status): "exit:\(status)"
         case .readConfiguration: "read-configuration"
         case .reply(let client, _): "reply:\(client)"
+        case .holdSegments: "hold-segments"
         case .log: nil
         }
     }
@@ -76,7 +77,7 @@ struct SupervisorCoreTests {
         let prepared = h.on(.spawned(.memory, pid: 10))
         #expect(prepared.contains(.sendMemory(.prepare(MemoryStart(memory: PLCMemoryDefinition(), stateDirectory: "/var/lib/s7commd",
                                                                       reuse: false, attachSocket: true)))))
-        #expect(sends(h.on(.fromMemory(pid: 10, .ready(size: 4096)))) == ["spawn:worker"])
+        #expect(sends(h.on(.fromMemory(pid: 10, .ready(size: 4096, readOnlySize: 0), readOnlyView: nil))) == ["hold-segments", "spawn:worker"])
         #expect(h.core.hasSegment)
         let serve = h.on(.spawned(.worker, pid: 11))
         #expect(serve.contains(.sendWorker(.serve(WorkerStart(settings: workerSettings, memory: PLCMemoryDefinition(), listening: true, metricsListeners: 0)))))
@@ -109,14 +110,54 @@ struct SupervisorCoreTests {
     @Test func aSecondReadyFromTheMemoryProcessKillsIt() {
         var h = Harness()
         h.running()
-        let out = h.on(.fromMemory(pid: 10, .ready(size: 4096)))
+        let out = h.on(.fromMemory(pid: 10, .ready(size: 4096, readOnlySize: 0), readOnlyView: nil))
         #expect(sends(out) == ["kill:10"])
         #expect(sends(h.advance(100)) == ["spawn:memory"])
         // The new memory process takes over the segment the supervisor kept.
         let prepared = h.on(.spawned(.memory, pid: 20))
         #expect(prepared.contains(.sendMemory(.prepare(MemoryStart(memory: PLCMemoryDefinition(), stateDirectory: "/var/lib/s7commd",
                                                                       reuse: true, attachSocket: true)))))
-        #expect(sends(h.on(.fromMemory(pid: 20, .ready(size: 4096)))).isEmpty, "the worker kept running")
+        #expect(sends(h.on(.fromMemory(pid: 20, .ready(size: 4096, readOnlySize: 0), readOnlyView: nil))).isEmpty,
+                "the worker kept running, and the supervisor keeps the segments it holds")
+    }
+
+    /// With a read-only data block of its own storage, the layout has a second segment: the
+    /// worker's view of it must come O_RDONLY, else the memory process broke the protocol.
+    @Test func aReadOnlySegmentForTheWorkerThatIsWritableKillsTheMemoryProcess() {
+        let memory = PLCMemoryDefinition(dataBlocks: [4: .init(size: 16, readOnly: true)])
+        for view in [SharedMemory.AccessMode.readWrite, .writeOnly, nil] {
+            var h = Harness(memory: memory)
+            _ = h.on(.start)
+            _ = h.on(.spawned(.memory, pid: 10))
+            let out = h.on(.fromMemory(pid: 10, .ready(size: 49_408, readOnlySize: 16), readOnlyView: view))
+            #expect(sends(out) == ["kill:10"], "\(String(describing: view))")
+            #expect(logs(out).contains { $0.contains("memory process (pid 10) sent a message outside the protocol (the read-only segment's descriptor for the S7 worker is open") && $0.contains("not O_RDONLY)") })
+            #expect(!h.core.hasSegment, "nothing is held, no worker started")
+            #expect(sends(h.advance(100)) == ["spawn:memory"])
+            let prepared = h.on(.spawned(.memory, pid: 20))
+            #expect(prepared.contains(.sendMemory(.prepare(MemoryStart(memory: memory, stateDirectory: "/var/lib/s7commd", reuse: false, attachSocket: true)))))
+        }
+        var h = Harness(memory: memory)
+        _ = h.on(.start)
+        _ = h.on(.spawned(.memory, pid: 10))
+        #expect(sends(h.on(.fromMemory(pid: 10, .ready(size: 49_408, readOnlySize: 16), readOnlyView: .readOnly))) == ["hold-segments", "spawn:worker"])
+    }
+
+    /// The segments a ready carries must be the layout's: the serve message's descriptors are
+    /// counted from the layout.
+    @Test func aReadyWhoseSegmentsDisagreeWithTheLayoutKillsTheMemoryProcess() {
+        var h = Harness(memory: PLCMemoryDefinition(dataBlocks: [4: .init(size: 16, readOnly: true)]))
+        _ = h.on(.start)
+        _ = h.on(.spawned(.memory, pid: 10))
+        var out = h.on(.fromMemory(pid: 10, .ready(size: 49_408, readOnlySize: 0), readOnlyView: nil))
+        #expect(sends(out) == ["kill:10"])
+        #expect(logs(out).contains { $0.contains("a ready without the read-only segment, which the layout has") })
+        var single = Harness()
+        _ = single.on(.start)
+        _ = single.on(.spawned(.memory, pid: 10))
+        out = single.on(.fromMemory(pid: 10, .ready(size: 49_408, readOnlySize: 16), readOnlyView: .readOnly))
+        #expect(sends(out) == ["kill:10"])
+        #expect(logs(out).contains { $0.contains("a ready with a read-only segment, which the layout does not have") })
     }
 
     @Test func aCrashedChildIsRestartedAndAStableOneStartsFromTheInitialBackoff() {
