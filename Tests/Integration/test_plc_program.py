@@ -293,3 +293,181 @@ def test_no_torn_values_between_the_program_and_clients(tmp_path, build_dir):
     finally:
         done.set()
         stop(h)
+
+
+# API 2: both segments, data blocks and areas by S7 area and number, the attach checks.
+REGION_PROGRAM = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "s7commd_plc.h"
+
+/* attach SOCKET: prints the attach result (and the detail on failure).
+ * write SOCKET DB OFFSET HEX: writes the bytes into the data block, then prints them read back.
+ * read SOCKET DB OFFSET N: prints N bytes of the data block. */
+int main(int argc, char **argv) {
+    struct s7commd_memory m;
+    if (argc < 3) return 2;
+    int r = s7commd_attach_memory(argv[2], &m);
+    if (r != 0) {
+        printf("ATTACH=%d\nERROR=%s\nDETAIL=%s\n", r, s7commd_strerror(r), s7commd_attach_detail());
+        return 1;
+    }
+    printf("ATTACH=0 SIZES=%zu,%zu REGIONS=%zu\n", m.segment.size, m.read_only_size, m.region_count);
+    if (strcmp(argv[1], "attach") == 0) return 0;
+    unsigned db = (unsigned)atoi(argv[3]);
+    size_t offset = (size_t)atol(argv[4]);
+    const struct s7commd_region *region = s7commd_find_region(&m, S7COMMD_AREA_DB, db);
+    if (region == NULL) { printf("NO DB%u: %s\n", db, s7commd_strerror(S7COMMD_E_NO_REGION)); return 1; }
+    printf("DB%u size=%zu segment=%u read_only=%d retain=%d\n", db, region->size, region->segment, region->read_only, region->retain);
+    unsigned char bytes[64];
+    size_t n;
+    if (strcmp(argv[1], "write") == 0) {
+        n = strlen(argv[5]) / 2;
+        for (size_t i = 0; i < n; i++) sscanf(argv[5] + 2 * i, "%2hhx", &bytes[i]);
+        r = s7commd_write_region(&m, S7COMMD_AREA_DB, db, offset, bytes, n);
+        if (r != 0) { printf("WRITE=%d %s\n", r, s7commd_strerror(r)); return 1; }
+    } else {
+        n = (size_t)atol(argv[5]);
+    }
+    memset(bytes, 0, sizeof bytes);
+    r = s7commd_read_region(&m, S7COMMD_AREA_DB, db, offset, bytes, n);
+    if (r != 0) { printf("READ=%d %s\n", r, s7commd_strerror(r)); return 1; }
+    printf("BYTES=");
+    for (size_t i = 0; i < n; i++) printf("%02x", bytes[i]);
+    printf("\nPAST=%d\n", s7commd_read_region(&m, S7COMMD_AREA_DB, db, region->size, bytes, 1));
+    s7commd_detach_memory(&m);
+    return m.regions == NULL && m.segment.base == NULL ? 0 : 1;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def plc_regions(build_dir):
+    source = build_dir / "plc_regions.c"
+    source.write_text(REGION_PROGRAM)
+    return compile_c(build_dir, [source], "plc_regions")
+
+
+def test_the_plc_program_writes_a_read_only_db_that_clients_may_only_read(tmp_path, plc_regions):
+    """DB2 is read_only with storage of its own: it lives in the second segment, which the S7
+    worker maps read-only. A client's write is refused as before; the PLC program writes it
+    through the library, and the client reads what it wrote."""
+    h, sock = start(tmp_path, plc_config())
+    try:
+        c = client(h)
+        # Refused as before (test_snap7_client.py, test_write_read_only_db2): the item's access denied.
+        with pytest.raises(RuntimeError, match="refused by CPU"):
+            c.db_write(2, 0, bytearray(b"\x01\x02"))
+        assert c.db_read(2, 0, 4) == bytearray(4)
+        r = run(plc_regions, "write", sock, 2, 60, "cafebabe")
+        assert r.returncode == 0, r.stdout + r.stderr + h.log()
+        lines = r.stdout.splitlines()
+        # Segment 0: header and tables (49,408), DB1 (1024), I, Q, M (256 each), T, C (128 each);
+        # segment 1: DB2. Regions: DB1, DB2, DB3, DB5-DB8; I, Q, M, T, C.
+        assert lines[0] == "ATTACH=0 SIZES=51456,64 REGIONS=12", r.stdout
+        assert lines[1] == "DB2 size=64 segment=1 read_only=1 retain=0", r.stdout
+        assert lines[2:] == ["BYTES=cafebabe", "PAST=-34"], r.stdout  # one byte past the end: -ERANGE
+        assert c.db_read(2, 60, 4) == bytearray(b"\xca\xfe\xba\xbe")
+        # The other way round: what a client writes into DB1 (segment 0), the program reads.
+        c.db_write(1, 1020, bytearray(b"\x11\x22\x33\x44"))
+        r = run(plc_regions, "read", sock, 1, 1020, 4)
+        assert r.returncode == 0 and "DB1 size=1024 segment=0 read_only=0" in r.stdout and "BYTES=11223344" in r.stdout, r.stdout
+        # Bounds and missing blocks.
+        r = run(plc_regions, "read", sock, 2, 62, 4)
+        assert r.returncode == 1 and f"READ=-{34}" in r.stdout, r.stdout
+        r = run(plc_regions, "read", sock, 99, 0, 1)
+        assert r.returncode == 1 and "NO DB99: no such data block" in r.stdout, r.stdout
+        # Still refused for the client, and the program's bytes are still there.
+        with pytest.raises(RuntimeError, match="refused by CPU"):
+            c.db_write(2, 60, bytearray(b"\x00"))
+        assert c.db_read(2, 60, 4) == bytearray(b"\xca\xfe\xba\xbe")
+        c.disconnect()
+    finally:
+        stop(h)
+
+
+FAKE_SERVER = Path(__file__).parent / "fake_memory_socket.py"
+FAKE_USER = "s7commd-fake"
+
+
+@pytest.fixture(scope="module")
+def fake_user():
+    """A system user that is neither root nor the owner of the directory memory.sock is in."""
+    if subprocess.run(["id", FAKE_USER], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group", FAKE_USER],
+                       check=True)
+    import pwd
+    return pwd.getpwnam(FAKE_USER)
+
+
+def serve_fake(path, kind, user=None):
+    """Starts the fake memory.sock at path (as user, else as root); returns the process."""
+    import sys
+    prefix = ["setpriv", "--reuid", user.pw_name, "--regid", str(user.pw_gid), "--clear-groups"] if user else []
+    proc = subprocess.Popen([*prefix, sys.executable, str(FAKE_SERVER), str(path), kind], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "listening", "the fake memory socket did not start"
+    return proc
+
+
+def mem_read(socket_path):
+    return subprocess.run([str(server_binary()), "mem", "read", "DB1.DBW0", "--socket", str(socket_path)],
+                          capture_output=True, text=True, timeout=20)
+
+
+def test_attach_refuses_a_memory_socket_served_by_another_user(tmp_path, plc_regions, plc_counter, fake_user):
+    """Another local user plants a memory.sock in a directory that anyone may write (like
+    /tmp): the peer is that user, neither root nor the directory's owner (root)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    path = shared / "memory.sock"
+    fake = serve_fake(path, "none", user=fake_user)
+    try:
+        r = run(plc_regions, "attach", path)
+        assert r.returncode == 1, r.stdout
+        assert "ATTACH=-129" in r.stdout and "neither root nor the owner of the directory" in r.stdout, r.stdout
+        assert f"DETAIL=the memory socket {path} is served by uid {fake_user.pw_uid} (pid {fake.pid}), which is neither root " \
+               f"nor uid 0, the owner of {shared}" in r.stdout, r.stdout
+        # The API 1 entry point runs the same check.
+        r = run(plc_counter, path)
+        assert r.returncode == 1 and "neither root nor the owner of the directory" in r.stderr, r.stderr
+        # The Swift client (s7commd mem).
+        r = mem_read(path)
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert f"is served by uid {fake_user.pw_uid} (pid {fake.pid}), which is neither root nor uid 0, the owner of {shared}" in r.stderr, r.stderr
+    finally:
+        fake.kill()
+        fake.wait()
+    # The same fake served by root is trusted as far as the peer goes; its memory is not s7commd's.
+    os.unlink(path)
+    fake = serve_fake(path, "none")
+    try:
+        r = run(plc_regions, "attach", path)
+        assert r.returncode == 1 and "DETAIL=segment 0 has no s7commd header" in r.stdout, r.stdout
+        r = mem_read(path)
+        assert r.returncode == 1 and "no s7commd header" in r.stderr, r.stderr
+    finally:
+        fake.kill()
+        fake.wait()
+
+
+@pytest.mark.parametrize("kind, detail, swift", [
+    ("unsealed", "DETAIL=segment 0 is not sealed against resizing (seals 0x1, needs F_SEAL_SHRINK and F_SEAL_GROW)",
+     "the PLC memory segment is not sealed against resizing (its seals: seal); refusing to map it"),
+    ("wrong-size", "DETAIL=segment 0 is 45312 bytes, the layout needs 49408",
+     "the PLC memory segment is 45312 bytes, the configuration needs 49408"),
+])
+def test_attach_refuses_a_segment_without_seals_or_of_the_wrong_size(tmp_path, plc_regions, kind, detail, swift):
+    path = tmp_path / "memory.sock"
+    fake = serve_fake(path, kind)
+    try:
+        r = run(plc_regions, "attach", path)
+        assert r.returncode == 1, r.stdout
+        assert "ATTACH=-124" in r.stdout and "not sealed against resizing, or not the size" in r.stdout, r.stdout
+        assert detail in r.stdout, r.stdout
+        r = mem_read(path)
+        assert r.returncode == 1 and swift in r.stderr, r.stderr
+    finally:
+        fake.kill()
+        fake.wait()
