@@ -71,6 +71,18 @@ def memfd_inodes(pid):
     return {line.split()[4] for line in Path(f"/proc/{pid}/maps").read_text().splitlines() if "memfd:s7commd-plc-memory" in line}
 
 
+def read_only_mappings(pid):
+    """The mappings of the read-only segment in pid: (inode, permissions, VmFlags) each."""
+    found, current = [], None
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and "-" in fields[0] and not line.startswith("VmFlags"):
+            current = (fields[4], fields[1]) if "memfd:s7commd-plc-readonly" in line else None
+        elif line.startswith("VmFlags:") and current:
+            found.append((*current, set(fields[1:])))
+    return found
+
+
 def start(tmp_path, cfg, prefix=(), expect_listening=True):
     # The runtime directory (the pid file's) may be written by no one but its owner: root, or
     # the service user for a start without root.
@@ -154,6 +166,17 @@ def check_runtime(h, expected_uid, bounding_empty=True, own_worker=False):
     assert listener in socket_inodes(h.process.pid), "the supervisor no longer holds the listening socket"
     worker_memfd, memory_memfd = memfd_inodes(kids["__worker"]), memfd_inodes(kids["__memory"])
     assert worker_memfd and worker_memfd == memory_memfd, (worker_memfd, memory_memfd)
+    # DB2 (read_only, storage of its own) is in the second segment. The memory process maps it
+    # read-write; the worker maps it read-only from an O_RDONLY descriptor, so the kernel never
+    # lets it become writable: no "mw" (VM_MAYWRITE) in its VmFlags, which is what makes
+    # mprotect(PROT_WRITE) fail with EACCES.
+    if any(db.get("read_only") and "mapping" not in db for db in h.config["data_blocks"]):
+        worker_ro, memory_ro = read_only_mappings(kids["__worker"]), read_only_mappings(kids["__memory"])
+        assert len(worker_ro) == 1 and len(memory_ro) == 1, (worker_ro, memory_ro)
+        (w_inode, w_perms, w_flags), (m_inode, m_perms, m_flags) = worker_ro[0], memory_ro[0]
+        assert w_inode == m_inode, "the worker maps another read-only segment than the memory process"
+        assert w_perms == "r--s" and "mw" not in w_flags and "wr" not in w_flags, (w_perms, w_flags)
+        assert m_perms == "rw-s" and "mw" in m_flags, (m_perms, m_flags)
     return kids
 
 
@@ -386,6 +409,47 @@ def test_retained_db_survives_kill_of_the_whole_tree(tmp_path):
     finally:
         stop(h2)
     assert state.exists()
+
+
+def test_retained_read_only_db_is_restored_and_taken_over(tmp_path):
+    """A retained read-only DB lives in the second segment: the PLC side writes it, clients
+    may not, a restart restores it (the memory process writes it while restoring), and a
+    memory process that takes the segments over can still write it."""
+    cfg = make_config(free_port())
+    cfg["data_blocks"][1]["retain"] = True  # DB2, read_only
+    h = start(tmp_path, cfg)
+    try:
+        assert mem(h, "write", "DB2.DBW0", "4660").returncode == 0
+        c = client(h)
+        with pytest.raises(RuntimeError):
+            c.db_write(2, 0, bytearray(b"\x00\x00"))
+        assert c.db_read(2, 0, 2) == bytearray(b"\x12\x34")
+        c.disconnect()
+        time.sleep(1.0)  # on disk within 250 ms plus one write and fsync
+    finally:
+        stop(h)
+    h = start(tmp_path, cfg)
+    try:
+        assert "restored retained data of DB2" in h.log(), h.log()
+        c = client(h)
+        assert c.db_read(2, 0, 2) == bytearray(b"\x12\x34"), h.log()
+        c.disconnect()
+        # A restarted memory process gets both segments read-write back from the supervisor.
+        victim = roles(h.process.pid)["__memory"]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while (roles(h.process.pid).get("__memory") in (None, victim) or "took over the PLC memory segment" not in h.log()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "took over the PLC memory segment (51456 bytes, read-only segment 64 bytes)" in h.log(), h.log()
+        r = mem(h, "write", "DB2.DBW2", "--", "-2")
+        assert r.returncode == 0, r.stdout + r.stderr
+        c = client(h)
+        assert c.db_read(2, 0, 4) == bytearray(b"\x12\x34\xff\xfe")
+        c.disconnect()
+        check_runtime(h, pwd.getpwnam(SERVICE_USER).pw_uid)
+    finally:
+        stop(h)
 
 
 def test_corrupt_retained_file_is_reported_and_set_aside(tmp_path):
