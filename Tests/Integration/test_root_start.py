@@ -27,6 +27,8 @@ CHILD_ENVIRONMENT = {"PATH", "TZ", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", 
 # What NIO and the child's own loop open: epoll instances, their wake-up eventfds, timers.
 NIO_DESCRIPTORS = {"anon_inode:[eventpoll]", "anon_inode:[eventfd]", "anon_inode:[timerfd]"}
 MEMFD = "/memfd:s7commd-plc-memory (deleted)"
+# The second segment, for read_only regions with storage of their own (DB2 of the base configuration).
+READ_ONLY_MEMFD = "/memfd:s7commd-plc-readonly (deleted)"
 # A refused start ends at once; more than this means it was not refused.
 REFUSAL_TIMEOUT_S = 10
 
@@ -429,7 +431,7 @@ def test_children_hold_no_terminal_no_inherited_environment_and_only_their_descr
             assert fds.get(3, "").startswith("socket:["), context
             for fd, target in fds.items():
                 assert not target.startswith(("/dev/pts/", "/dev/tty", "/dev/console", "/dev/ptmx")), f"fd {fd} -> {target}: {context}"
-                if target != MEMFD:
+                if target not in (MEMFD, READ_ONLY_MEMFD):
                     try:
                         st = os.stat(f"/proc/{pid}/fd/{fd}")
                     except OSError:
@@ -444,12 +446,13 @@ def test_children_hold_no_terminal_no_inherited_environment_and_only_their_descr
                 channel = fds[3][8:-1]
                 assert channel not in control | memory, f"the worker's fd 3 is control.sock or memory.sock: {context}"
             else:
-                unexpected = {fd: t for fd, t in extra_fds.items() if t not in NIO_DESCRIPTORS | {MEMFD} and not t.startswith("socket:[")}
+                unexpected = {fd: t for fd, t in extra_fds.items() if t not in NIO_DESCRIPTORS | {MEMFD, READ_ONLY_MEMFD} and not t.startswith("socket:[")}
                 assert not unexpected, f"unexpected descriptors {unexpected}: {context}"
                 assert memory_listener <= sockets, f"the memory process does not hold memory.sock's listener: {context}"
                 assert not sockets & control, f"the memory process holds control.sock: {context}"
                 assert listener not in sockets, f"the memory process holds the S7 listener: {context}"
                 assert MEMFD in extra_fds.values(), f"the memory process holds no memfd: {context}"
+                assert READ_ONLY_MEMFD in extra_fds.values(), f"the memory process holds no read-only memfd: {context}"
             session = session_of(pid)
             assert session not in (my_session, sup_session), (
                 f"{role} (pid {pid}) is in session {session}; the test's is {my_session}, the supervisor's {sup_session}")
