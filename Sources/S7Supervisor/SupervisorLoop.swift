@@ -60,10 +60,13 @@ public final class SupervisorLoop {
     /// the caller's shell environment) stays behind.
     public static let inheritedVariables = ["TZ", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "LC_NUMERIC", "LC_TIME"]
 
-    /// The children's environment: the allow-listed variables of `environment`, and a fixed PATH.
+    /// The children's environment: the allow-listed variables of `environment`, a fixed PATH,
+    /// and Swift's crash backtracer off: it would exec swift-backtrace from a crashing child,
+    /// which the sandbox forbids, so a fault would end as a sandbox kill instead of its signal.
     public static func childEnvironment(_ environment: [String: String]) -> [String: String] {
         var out = environment.filter { inheritedVariables.contains($0.key) }
         out["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
+        out["SWIFT_BACKTRACE"] = "enable=no"
         return out
     }
 

@@ -13,6 +13,8 @@ enum StartFailure: Int32 {
     case descriptors = 9
     /// The pid or state file cannot be created safely, or another instance holds it.
     case runtimeFiles = 10
+    /// A process's sandbox (seccomp, Landlock) cannot be put in place (SupervisorCore.sandboxUnavailableStatus).
+    case sandbox = 11
 }
 
 /// Who listens on a TCP port: read from /proc/net/tcp(6) and the processes' descriptors.

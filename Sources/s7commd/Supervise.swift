@@ -105,7 +105,7 @@ extension Run {
             logger.info("supervisor sandbox: \(filter)")
         } catch {
             printError("could not put the supervisor's seccomp filter in place: \(error); s7commd does not run without it.\nNothing was started.")
-            throw ExitCode(SupervisorCore.sandboxUnavailableStatus)
+            throw ExitCode(StartFailure.sandbox.rawValue)
         }
         let status = try SupervisorLoop(setup: setup, plan: plan).run()
         removeSockets(p)

@@ -447,7 +447,7 @@ def test_retained_read_only_db_is_restored_and_taken_over(tmp_path):
         c = client(h)
         assert c.db_read(2, 0, 4) == bytearray(b"\x12\x34\xff\xfe")
         c.disconnect()
-        check_runtime(h, pwd.getpwnam(SERVICE_USER).pw_uid)
+        check_runtime(h, pwd.getpwnam(SERVICE_USER).pw_uid, own_worker=True)
     finally:
         stop(h)
 

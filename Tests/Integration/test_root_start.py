@@ -23,7 +23,7 @@ from conftest import HOST, SERVICE_USER, ServerHandle, _wait_started, _wait_unti
 from test_privsep import listening_inode, roles
 
 # The only variables a child may inherit (SupervisorLoop.childEnvironment).
-CHILD_ENVIRONMENT = {"PATH", "TZ", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "LC_NUMERIC", "LC_TIME"}
+CHILD_ENVIRONMENT = {"PATH", "SWIFT_BACKTRACE", "TZ", "LANG", "LC_ALL", "LC_CTYPE", "LC_MESSAGES", "LC_NUMERIC", "LC_TIME"}
 # What NIO and the child's own loop open: epoll instances, their wake-up eventfds, timers.
 NIO_DESCRIPTORS = {"anon_inode:[eventpoll]", "anon_inode:[eventfd]", "anon_inode:[timerfd]"}
 MEMFD = "/memfd:s7commd-plc-memory (deleted)"

@@ -184,38 +184,22 @@ def test_connect_to_a_loopback_listener_ends_the_worker(running):
     running.siblings_unchanged()
 
 
-def test_stopping_the_memory_process_ends_the_worker(running):
-    out = gdb(running.worker, f"print (int)kill({running.memory}, 19)")
+# Each a call the worker's allow-list does not have: it ends the worker (SIGSYS) before it runs.
+FORBIDDEN = {
+    "kill-memory-process-SIGSTOP": (lambda r: f"print (int)kill({r.memory}, 19)", "kill"),
+    "kill-supervisor-SIGTERM": (lambda r: f"print (int)kill({r.h.process.pid}, 15)", "kill"),
+    "ptrace-attach-memory-process": (lambda r: f"print (long)ptrace(16, {r.memory}, 0, 0)", "ptrace"),
+    "execve-bin-sh": (lambda r: 'print (int)execve("/bin/sh", 0, 0)', "execve"),
+    "mmap-PROT_EXEC": (lambda r: "print (long)mmap(0, 4096, 5, 0x22, -1, 0)", "mmap"),
+}
+
+
+@pytest.mark.parametrize("attempt", FORBIDDEN)
+def test_a_forbidden_call_ends_the_worker(running, attempt):
+    command, name = FORBIDDEN[attempt]
+    out = gdb(running.worker, command(running))
     assert "signaled while in a function called from GDB" in out, out
-    running.worker_killed_and_back("kill")
-    running.siblings_unchanged()
-
-
-def test_terminating_the_supervisor_ends_the_worker(running):
-    out = gdb(running.worker, f"print (int)kill({running.h.process.pid}, 15)")
-    assert "signaled while in a function called from GDB" in out, out
-    running.worker_killed_and_back("kill")
-    running.siblings_unchanged()
-
-
-def test_ptrace_of_the_memory_process_ends_the_worker(running):
-    out = gdb(running.worker, f"print (long)ptrace(16, {running.memory}, 0, 0)")
-    assert "signaled while in a function called from GDB" in out, out
-    running.worker_killed_and_back("ptrace")
-    running.siblings_unchanged()
-
-
-def test_exec_of_a_shell_ends_the_worker(running):
-    out = gdb(running.worker, 'print (int)execve("/bin/sh", 0, 0)')
-    assert "signaled while in a function called from GDB" in out, out
-    running.worker_killed_and_back("execve")
-    running.siblings_unchanged()
-
-
-def test_an_executable_mapping_ends_the_worker(running):
-    out = gdb(running.worker, "print (long)mmap(0, 4096, 5, 0x22, -1, 0)")
-    assert "signaled while in a function called from GDB" in out, out
-    running.worker_killed_and_back("mmap")
+    running.worker_killed_and_back(name)
     running.siblings_unchanged()
 
 
@@ -267,3 +251,43 @@ def test_a_sandbox_that_cannot_be_installed_stops_the_start_with_the_reason(tmp_
         assert "could not put its sandbox in place" in out and "stops (exit status 11)" in out, out
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", cfg["server"]["port"])) != 0, "something listens on the port after the refused start"
+
+
+def readonly_mapping(pid):
+    """Start address and permissions of the worker's mapping of the read-only segment."""
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        if "memfd:s7commd-plc-readonly" in line:
+            fields = line.split()
+            return int(fields[0].split("-")[0], 16), fields[1]
+    raise AssertionError(f"the worker maps no read-only segment:\n{Path(f'/proc/{pid}/maps').read_text()}")
+
+
+def test_a_store_into_a_read_only_db_faults_and_changes_nothing(running):
+    """DB2 is read_only: it lives in a segment the worker got as an O_RDONLY descriptor and
+    mapped PROT_READ. Making it writable fails (EACCES: the descriptor cannot back a writable
+    shared mapping), and a store ends the worker with SIGSEGV; the PLC side's value is intact."""
+    written = subprocess.run([str(server_binary()), "mem", "write", "DB2.DBW0", "4660",
+                              "--socket", str(running.tmp_path / "memory.sock")], capture_output=True, text=True, timeout=20)
+    assert written.returncode == 0, written.stderr
+    address, permissions = readonly_mapping(running.worker)
+    assert permissions.startswith("r-") and permissions[3] == "s", permissions
+    assert errno_call(running, f"mprotect({address}, 4096, 3)") == [-1, EACCES]
+    out = gdb(running.worker, f"print (long)memset({address}, 65, 1)")
+    assert "signaled while in a function called from GDB" in out and "SIGSEGV" in out, out
+    # After gdb detaches, the store runs again and faults again: the worker ends.
+    deadline = time.monotonic() + 2.0
+    while Path(f"/proc/{running.worker}").exists() and Path(f"/proc/{running.worker}/stat").read_text().split(") ")[1][0] != "Z":
+        assert time.monotonic() < deadline, f"the worker did not end after the fault:\n{running.h.log()}"
+        time.sleep(0.02)
+    while True:
+        try:
+            c = client(running.h)
+            assert c.db_read(2, 0, 2) == bytearray(b"\x12\x34")
+            assert c.db_read(1, 0, 6) == bytearray(b"acked!")
+            c.disconnect()
+            break
+        except Exception:
+            assert time.monotonic() < deadline, f"no worker served within 2 s after the fault:\n{running.h.log()}"
+            time.sleep(0.05)
+    assert f"S7 worker (pid {running.worker}) killed by signal 11" in running.h.log(), running.h.log()
+    running.siblings_unchanged()
