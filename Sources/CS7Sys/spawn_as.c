@@ -27,10 +27,12 @@
 #ifdef SYS_setresuid32
 #define CS7_NR_SETRESUID SYS_setresuid32
 #define CS7_NR_SETRESGID SYS_setresgid32
+#define CS7_NR_SETREGID SYS_setregid32
 #define CS7_NR_SETGROUPS SYS_setgroups32
 #else
 #define CS7_NR_SETRESUID SYS_setresuid
 #define CS7_NR_SETRESGID SYS_setresgid
+#define CS7_NR_SETREGID SYS_setregid
 #define CS7_NR_SETGROUPS SYS_setgroups
 #endif
 
@@ -101,6 +103,9 @@ __attribute__((noreturn)) static void child(const struct cs7_spawn_as_request *r
     if (syscall(CS7_NR_SETRESGID, request->gid, request->gid, request->gid) != 0) {
         child_failed(report, CS7_SPAWN_STEP_SETRESGID, errno, 0);
     }
+    if (request->secure_exec && syscall(CS7_NR_SETREGID, request->exec_real_gid, (gid_t)-1) != 0) {
+        child_failed(report, CS7_SPAWN_STEP_SETREGID, errno, 0);
+    }
     if (syscall(CS7_NR_SETRESUID, request->uid, request->uid, request->uid) != 0) {
         child_failed(report, CS7_SPAWN_STEP_SETRESUID, errno, 0);
     }
@@ -130,7 +135,8 @@ __attribute__((noreturn)) static void child(const struct cs7_spawn_as_request *r
     if (getresgid(&real_gid, &effective_gid, &saved_gid) != 0) {
         child_failed(report, CS7_SPAWN_STEP_VERIFY, errno, CS7_SPAWN_VERIFY_GIDS);
     }
-    if (real_gid != request->gid || effective_gid != request->gid || saved_gid != request->gid) {
+    gid_t expected_real_gid = request->secure_exec ? request->exec_real_gid : request->gid;
+    if (real_gid != expected_real_gid || effective_gid != request->gid || saved_gid != request->gid) {
         child_failed(report, CS7_SPAWN_STEP_VERIFY, EPERM, CS7_SPAWN_VERIFY_GIDS);
     }
     int groups = getgroups(0, NULL);

@@ -267,13 +267,14 @@ public enum SupervisorToMemory: IPCPhasedMessage {
 public enum MemoryToSupervisor: IPCPhasedMessage {
     /// The segments are laid out (and restored); they come attached: segment 0 (read-write),
     /// then, when `readOnlySize` > 0, segment 1 read-write (kept for a restarted memory
-    /// process) and segment 1 again, opened O_RDONLY (the only one the worker gets).
-    case ready(size: Int, readOnlySize: Int)
+    /// process) and segment 1 again, opened O_RDONLY (the only one the worker gets). With the
+    /// memory process's confinement as the kernel reports it.
+    case ready(size: Int, readOnlySize: Int, sandbox: SandboxReport? = nil)
 
     public static let sender = "memory process"
     public var kind: String { "ready" }
     public var descriptorCount: Int {
-        guard case .ready(_, let readOnlySize) = self else { return 0 }
+        guard case .ready(_, let readOnlySize, _) = self else { return 0 }
         return readOnlySize > 0 ? 3 : 1
     }
 
@@ -281,10 +282,11 @@ public enum MemoryToSupervisor: IPCPhasedMessage {
     public func allowed(in phase: ChannelPhase) -> Bool { phase == .starting }
 
     public func encoded() -> [UInt8] {
-        guard case .ready(let size, let readOnlySize) = self else { return [] }
+        guard case .ready(let size, let readOnlySize, let sandbox) = self else { return [] }
         var w = IPCWriter(tag: 0x25)
         w.count(size)
         w.count(readOnlySize)
+        w.optional(sandbox) { w, s in s.write(&w) }
         return w.bytes
     }
 
@@ -292,8 +294,9 @@ public enum MemoryToSupervisor: IPCPhasedMessage {
         var r = try IPCReader(bytes, tag: 0x25, message: "ready", peer: sender)
         let size = try r.count("size", 1...Int(UInt32.max))
         let readOnlySize = try r.count("read-only size", 0...Int(UInt32.max))
+        let sandbox = try r.optional("memory sandbox") { (r: inout IPCReader) throws(IPCError) in try SandboxReport.read(&r) }
         try r.finish()
-        return .ready(size: size, readOnlySize: readOnlySize)
+        return .ready(size: size, readOnlySize: readOnlySize, sandbox: sandbox)
     }
 }
 

@@ -245,7 +245,7 @@ public enum MemoryRole {
                 exit(ChildExitStatus.sandboxUnavailable.rawValue)
             }
             logger.info("memory process sandbox: \(sandbox)")
-            try channel.send(MemoryToSupervisor.ready(size: layout.totalSize, readOnlySize: layout.readOnlySize),
+            try channel.send(MemoryToSupervisor.ready(size: layout.totalSize, readOnlySize: layout.readOnlySize, sandbox: sandbox),
                              descriptors: segments.all + (view.map { [$0] } ?? []))
         }
         finalSave()

@@ -129,15 +129,17 @@ public enum Sandbox {
         "delete_module", "keyctl", "add_key", "request_key", "reboot", "swapon", "swapoff", "iopl", "ioperm",
         "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "quotactl", "acct", "vhangup", "syslog", "uselib",
         "io_uring_setup", "io_uring_enter", "io_uring_register",
-        "setuid", "setgid", "setreuid", "setregid", "setfsuid", "setfsgid",
+        "setuid", "setgid", "setreuid", "setfsuid", "setfsgid",
     ]
 
     /// The supervisor's filter: a deny-list (its children exec, load libraries and make their
     /// own, stricter filters), with the kept CAP_SETUID and CAP_SETGID usable for one thing
     /// only: `setresuid`/`setresgid` to the worker's user and `setgroups(0, NULL)`, so it can
     /// never become root or another user again.
-    /// - Parameter worker: the worker's user, when the supervisor starts it as one of its own.
-    public static func installSupervisor(worker: Spawn.Identity?) throws -> String {
+    /// - Parameters:
+    ///   - worker: the worker's user, when the supervisor starts it as one of its own.
+    ///   - serviceGID: the service user's gid, the worker's real gid at its (secure) exec.
+    public static func installSupervisor(worker: Spawn.Identity?, serviceGID: gid_t) throws -> String {
         try SandboxViolationReporter.install(prefix: "supervisor (pid \(getpid())): ")
         let filter = try SeccompFilter(defaultAction: .allow)
         try filter.trap(neverNeeded)
@@ -147,11 +149,14 @@ public enum Sandbox {
                 try filter.trap("setresgid", whenArgument: index, isNot: UInt64(worker.gid))
             }
             try filter.trap("setgroups", whenArgument: 0, isNot: 0)
+            // The worker's secure exec: setregid(service gid, -1) after setresgid to the worker's.
+            try filter.trap("setregid", whenArgument: 0, isNot: UInt64(serviceGID))
+            try filter.trap("setregid", whenArgument: 1, isNot: UInt64(UInt32.max))
         } else {
-            try filter.trap(["setresuid", "setresgid", "setgroups"])
+            try filter.trap(["setresuid", "setresgid", "setgroups", "setregid"])
         }
         try filter.load(allThreads: true)
-        return "seccomp deny-list of \(neverNeeded.count + 3) system calls"
+        return "seccomp deny-list of \(neverNeeded.count + 4) system calls"
             + (worker.map { "; setresuid/setresgid only to uid \($0.uid), gid \($0.gid)" } ?? "")
     }
 }

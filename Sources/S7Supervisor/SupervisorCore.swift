@@ -190,6 +190,7 @@ public struct SupervisorCore: Sendable {
                 break
             }
             child.phase = .running
+            if case .ready(_, _, let sandbox) = message { child.sandbox = sandbox }
             slots[.memory] = .up(child)
             if !hasSegment { out.append(.holdSegments) }
             hasSegment = true
@@ -273,7 +274,7 @@ public struct SupervisorCore: Sendable {
     /// layout has none or none where it has one, or a view for the worker that is open for
     /// writing (the worker would get a descriptor it could map writable).
     private func segmentProblem(_ message: MemoryToSupervisor, _ readOnlyView: SharedMemory.AccessMode?) -> String? {
-        guard case .ready(_, let readOnlySize) = message else { return nil }
+        guard case .ready(_, let readOnlySize, _) = message else { return nil }
         let expected = plan.memory.hasReadOnlySegment
         if (readOnlySize > 0) != expected {
             return expected ? "a ready without the read-only segment, which the layout has"

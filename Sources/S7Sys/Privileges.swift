@@ -143,6 +143,16 @@ public enum Privileges {
         } != 0
     }
 
+    /// Sets the real gid to the effective one (`setresgid(egid, egid, egid)`), after a secure
+    /// exec (``Spawn/Identity/execRealGID``); nothing to do when they are equal already.
+    public static func evenGroupIDs() throws {
+        let effective = getegid()
+        guard getgid() != effective else { return }
+        _ = try retryingOnInterrupt("could not set the real gid to the effective gid \(effective) (setresgid)") {
+            cs7_setresgid(effective, effective, effective)
+        }
+    }
+
     /// Sets no-new-privileges: no `execve` from now on grants a capability or a set-id.
     public static func setNoNewPrivileges() throws {
         _ = try retryingOnInterrupt("could not set no-new-privileges (PR_SET_NO_NEW_PRIVS)") {

@@ -39,6 +39,10 @@ public final class SeccompFilter {
         self.context = context
         try check("could not make a foreign architecture's system calls kill the process (SCMP_FLTATR_ACT_BADARCH)",
                   seccomp_attr_set(context, SCMP_FLTATR_ACT_BADARCH, cseccomp_act_kill_process()))
+        // A binary tree of the system call numbers instead of a list: every call of the
+        // process runs through the filter, and the tree makes that a few comparisons.
+        try check("could not ask for a binary-tree seccomp filter (SCMP_FLTATR_CTL_OPTIMIZE 2)",
+                  seccomp_attr_set(context, SCMP_FLTATR_CTL_OPTIMIZE, 2))
     }
 
     deinit { seccomp_release(context) }

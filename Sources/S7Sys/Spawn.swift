@@ -13,10 +13,15 @@ public enum Spawn {
         public var uid: uid_t
         /// The real, effective and saved gid of the child, and its only group.
         public var gid: gid_t
+        /// When set, the child is exec'd with this real gid (effective and saved stay `gid`):
+        /// a secure exec, which the kernel makes non-dumpable from its first instruction. The
+        /// child then sets its real gid to `gid` itself (``Privileges/evenGroupIDs()``).
+        public var execRealGID: gid_t?
 
-        public init(uid: uid_t, gid: gid_t) {
+        public init(uid: uid_t, gid: gid_t, execRealGID: gid_t? = nil) {
             self.uid = uid
             self.gid = gid
+            self.execRealGID = execRealGID
         }
 
         public var description: String { "uid \(uid), gid \(gid)" }
@@ -219,7 +224,8 @@ public enum Spawn {
                                 sources: sources.baseAddress, targets: targets.baseAddress, count: CInt(targets.count),
                                 lowest_temporary: child.lowestTemporary,
                                 standard_input_dev_null: child.standardInput == .devNull,
-                                new_session: child.newSession, uid: identity.uid, gid: identity.gid
+                                new_session: child.newSession, uid: identity.uid, gid: identity.gid,
+                                secure_exec: identity.execRealGID != nil, exec_real_gid: identity.execRealGID ?? identity.gid
                             )
                             return cs7_spawn_as(&request, &failure)
                         }
@@ -255,6 +261,8 @@ public enum Spawn {
             return "could not clear the supplementary groups of the child (setgroups)"
         case CS7_SPAWN_STEP_SETRESGID:
             return "could not switch the child to gid \(identity.gid) (setresgid)"
+        case CS7_SPAWN_STEP_SETREGID:
+            return "could not give the child the real gid \(identity.execRealGID ?? identity.gid) for a secure exec (setregid)"
         case CS7_SPAWN_STEP_SETRESUID:
             return "could not switch the child to uid \(identity.uid) (setresuid)"
         case CS7_SPAWN_STEP_CAPSET:
@@ -264,7 +272,7 @@ public enum Spawn {
         case CS7_SPAWN_STEP_VERIFY:
             switch detail {
             case CS7_SPAWN_VERIFY_UIDS: return "the uids of the child are not all \(identity.uid) after the switch (getresuid)"
-            case CS7_SPAWN_VERIFY_GIDS: return "the gids of the child are not all \(identity.gid) after the switch (getresgid)"
+            case CS7_SPAWN_VERIFY_GIDS: return "the gids of the child are not \(identity.execRealGID ?? identity.gid), \(identity.gid), \(identity.gid) after the switch (getresgid)"
             case CS7_SPAWN_VERIFY_GROUPS: return "the child has supplementary groups after setgroups(0, NULL) (getgroups)"
             default: return "the child holds a capability after emptying its sets (capget)"
             }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import S7Config
+import S7Runtime
 import S7Server
 import S7Sys
 
@@ -21,6 +22,9 @@ struct Doctor: ParsableCommand {
 
     @Option(help: ArgumentHelp("The service user `run` becomes when started as root.", valueName: "name"))
     var user: String = "s7commd"
+
+    @Option(help: ArgumentHelp("The user `run` starts the S7 worker as (as root, or under the packaged unit).", valueName: "name"))
+    var workerUser: String = "s7commd-worker"
 
     @Flag(help: "Print JSON for scripts.") var json = false
 
@@ -89,6 +93,40 @@ struct Doctor: ParsableCommand {
             add("service user", geteuid() == 0 ? "problem" : "info", "\(error)",
                 "adduser --system --group --no-create-home \(user) (the Debian package creates it)")
             checkStateDirectory(owner: nil, add)
+        }
+
+        // The S7 worker's own user (used when started as root or with CAP_SETUID/CAP_SETGID/CAP_KILL).
+        do {
+            let u = try ServiceUser.lookup(name: workerUser)
+            add("worker user", "ok", "\(u.name) exists (uid \(u.uid), gid \(u.gid)): the S7 worker runs as it when started as root or under the packaged unit")
+        } catch {
+            add("worker user", geteuid() == 0 ? "problem" : "info", "\(error)",
+                "adduser --system --group --no-create-home --home /nonexistent \(workerUser) (the Debian package creates it)")
+        }
+
+        // What this kernel offers the sandbox.
+        let seccompLine = (try? Capabilities.current().seccompMode) ?? nil
+        add("seccomp", seccompLine != nil ? "ok" : "problem",
+            seccompLine != nil ? "the kernel has seccomp filters: every process of s7commd installs one" : "this kernel shows no Seccomp line in /proc/self/status",
+            seccompLine != nil ? nil : "a kernel with CONFIG_SECCOMP_FILTER (every Debian kernel has it); s7commd does not run without it")
+        switch Result(catching: { try Landlock.abiVersion() }) {
+        case .success(let abi?):
+            add("Landlock", "ok", "Landlock ABI \(abi): the worker gets no filesystem\(abi >= 4 ? ", no TCP bind/connect" : "")\(abi >= 6 ? ", scoped signals and abstract sockets" : ""); the memory process its state directory only")
+        case .success(nil):
+            add("Landlock", "info", "this kernel has no Landlock (or it is not enabled at boot): the seccomp filters and the other limits still hold",
+                "boot with lsm=…,landlock to add it")
+        case .failure(let error):
+            add("Landlock", "problem", "the Landlock version query failed: \(error); s7commd would stop with exit status 11",
+                "allow landlock_create_ruleset in the container's or unit's system call filter")
+        }
+        if running != nil, let live = try? StatusClient.query(socketPath: StatusClient.socketPath(runtimeDirectory: URL(fileURLWithPath: pidFile).deletingLastPathComponent().path)) {
+            for child in live.children {
+                if let sandbox = child.sandbox {
+                    add("\(child.role) sandbox", sandbox.seccompMode == 2 && !sandbox.dumpable ? "ok" : "problem", "pid \(child.pid.map(String.init) ?? "?"): \(sandbox); sandbox kills \(child.sandboxKills)")
+                } else {
+                    add("\(child.role) sandbox", "info", "pid \(child.pid.map(String.init) ?? "not running"): no report yet; sandbox kills \(child.sandboxKills)")
+                }
+            }
         }
 
         // Shared memory.

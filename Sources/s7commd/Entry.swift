@@ -67,6 +67,7 @@ enum Entry {
         let supervisorUID = option("--supervisor-uid").flatMap { uid_t($0) } ?? getuid()
         do {
             try Privileges.setNonDumpable()
+            try Privileges.evenGroupIDs()
             try verifyUnprivileged(role: name)
             try verifyControlPeer(control, role: name, supervisorUID: supervisorUID)
         } catch {
@@ -82,7 +83,7 @@ enum Entry {
         // starts): the worker gets no filesystem at all, the memory process its state
         // directory and, read-only, /proc (the groups of a memory.sock peer).
         let landlock: Landlock.Outcome
-        var statusFile: SystemPackage.FileDescriptor?
+        let statusFile: SystemPackage.FileDescriptor
         do {
             // The sandbox reports what /proc says of the child, once the filesystem is gone.
             statusFile = try .open("/proc/self/status", .readOnly, options: .closeOnExec)
@@ -95,12 +96,11 @@ enum Entry {
         }
         if !landlock.isEnforced { logger.notice("\(name): \(landlock); the seccomp filter and the other limits still hold") }
         let ownUser = supervisorUID != getuid()
-        let childStatusFile = statusFile
         runAsync {
             let status = role == "__worker"
                 ? try await WorkerRole.run(control: control, threads: threads, ownUser: ownUser, landlock: "\(landlock)",
-                                          statusFile: childStatusFile!, logger: logger, clock: localClock)
-                : try await MemoryRole.run(control: control, landlock: "\(landlock)", statusFile: childStatusFile!, logger: logger)
+                                          statusFile: statusFile, logger: logger, clock: localClock)
+                : try await MemoryRole.run(control: control, landlock: "\(landlock)", statusFile: statusFile, logger: logger)
             exit(status)
         }
     }

@@ -229,7 +229,9 @@ struct Run: ParsableCommand {
                 printError("--worker-user \(workerUser) (uid \(target.uid), gid \(target.gid)) must be an unprivileged user and group of its own, neither root nor the service user's. Create one with: adduser --system --group --no-create-home --home /nonexistent s7commd-worker\nNothing was started.")
                 throw ExitCode(StartFailure.privileges.rawValue)
             }
-            return Spawn.Identity(uid: target.uid, gid: target.gid)
+            // Exec'd with the service group as its real gid: a secure exec, non-dumpable from its
+            // first instruction; the worker evens its gids first thing.
+            return Spawn.Identity(uid: target.uid, gid: target.gid, execRealGID: service.gid)
         } catch let error as ServiceUserError {
             printError("s7commd runs its S7 worker as a user of its own, '\(workerUser)', and \(error). It never falls back to another user. Or pass --worker-user with an existing unprivileged user.\nNothing was started.")
             throw ExitCode(StartFailure.privileges.rawValue)

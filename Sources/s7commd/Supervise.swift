@@ -101,7 +101,7 @@ extension Run {
             relay: { line in _ = try? FileDescriptor.standardError.writeAll(line + [0x0A]) },
             reload: { live.reload(path: p.path, logger: logger).map { (WorkerSettings($0.0), $0.1) } })
         do {
-            let filter = try Sandbox.installSupervisor(worker: p.worker)
+            let filter = try Sandbox.installSupervisor(worker: p.worker, serviceGID: getgid())
             logger.info("supervisor sandbox: \(filter)")
         } catch {
             printError("could not put the supervisor's seccomp filter in place: \(error); s7commd does not run without it.\nNothing was started.")

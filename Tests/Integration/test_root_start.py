@@ -482,6 +482,9 @@ def note(**what):
     with open(RECORD, "a") as f:
         f.write(json.dumps(dict(pid=os.getpid(), **what)) + "\n")
 
+# Like the real worker, first even the gids the secure exec left apart (real: the service
+# group); the supervisor checks them at the first message.
+os.setresgid(os.getegid(), os.getegid(), os.getegid())
 note(event="started", argv1=sys.argv[1] if len(sys.argv) > 1 else None)
 channel = socket.socket(fileno=3)
 data, ancillary, flags, _ = channel.recvmsg(300000, socket.CMSG_SPACE(16))

@@ -4,6 +4,7 @@ or SIGSYS from the seccomp filter), the siblings and files must be unchanged, an
 sandbox ended must be serving again within 2 s with no acknowledged write lost."""
 import hashlib
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, make_config, server_binary
+from conftest import SERVICE_USER, WORKER_USER, free_port, make_config, server_binary
 from test_privsep import client, roles, start, status, stop
 
 EACCES = 13
@@ -139,8 +140,22 @@ def test_the_worker_is_confined_as_proc_shows(running):
     assert "sandbox: uid" in running.h.log() and "seccomp filter (" in running.h.log()
     r = subprocess.run([str(server_binary()), "status", "--pid-file", str(running.tmp_path / "s7commd.pid")],
                        capture_output=True, text=True, timeout=20)
-    assert re.search(r"^  sandbox: user \S+ \(uid \d+, gid \d+\), seccomp filter mode, \d+ filters?, NoNewPrivs 1, not dumpable", r.stdout, re.M), r.stdout
-    assert "sandbox kills 0" in r.stdout, r.stdout
+    # One line per child, from what the kernel said once its sandbox was in place.
+    lines = re.findall(r"^  sandbox: user (\S+) \(uid \d+, gid \d+\), seccomp filter mode, (\d+) filters?, NoNewPrivs 1, not dumpable, (Landlock ABI \d+: [^,]+)",
+                       r.stdout, re.M)
+    assert [(user, filters) for user, filters, _ in lines] == [("s7commd-worker", "2"), ("s7commd", "2")], r.stdout
+    assert lines[0][2] == "Landlock ABI %s: no filesystem access" % lines[0][2].split()[2].rstrip(":"), lines
+    assert "read-write beneath" in lines[1][2] and str(running.tmp_path / "state") in lines[1][2], lines
+    assert r.stdout.count("sandbox kills 0") == 2, r.stdout
+    # The supervisor: its deny-list (1 filter) and exactly the three capabilities it keeps.
+    sup = status(running.h.process.pid)
+    assert sup["Seccomp"] == "2" and sup["Seccomp_filters"] == "1" and sup["CapEff"] == "00000000000000e0", sup
+    d = subprocess.run([str(server_binary()), "doctor", "--config", str(running.tmp_path / "privsep.json"),
+                        "--pid-file", str(running.tmp_path / "s7commd.pid"), "--state-dir", str(running.tmp_path / "state")],
+                       capture_output=True, text=True, timeout=30)
+    assert re.search(r"^ok\s+S7 worker sandbox: pid \d+: user s7commd-worker", d.stdout, re.M), d.stdout
+    assert re.search(r"^ok\s+memory process sandbox: pid \d+: user s7commd ", d.stdout, re.M), d.stdout
+    assert re.search(r"^ok\s+Landlock: Landlock ABI \d+", d.stdout, re.M) and re.search(r"^ok\s+seccomp:", d.stdout, re.M), d.stdout
 
 
 def test_opening_retain_bin_for_writing_fails(running):
@@ -291,3 +306,48 @@ def test_a_store_into_a_read_only_db_faults_and_changes_nothing(running):
             time.sleep(0.05)
     assert f"S7 worker (pid {running.worker}) killed by signal 11" in running.h.log(), running.h.log()
     running.siblings_unchanged()
+
+
+FIRST_LOOK = r'''#!/usr/bin/env python3
+"""A stand-in for the S7 worker that looks at itself before it does anything else."""
+import ctypes, json, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+seen = dict(dumpable=libc.prctl(3, 0, 0, 0, 0), secure=libc.getauxval(23), ids=os.getresuid(), gids=os.getresgid(),
+            groups=os.getgroups())
+with open({record!r}, "a") as f:
+    f.write(json.dumps(seen) + "\n")
+time.sleep(30)
+'''
+
+
+def test_the_worker_is_not_dumpable_from_its_exec_on(tmp_path):
+    """The supervisor execs the worker with the service group as its real gid and the worker's
+    as effective and saved: a secure exec, which the kernel makes non-dumpable before the
+    program's first instruction, whatever Yama says. A stand-in worker (--worker-program)
+    reads PR_GET_DUMPABLE and AT_SECURE first thing; no exec window lets a process of the
+    worker's uid trace it or open its /proc/PID/mem."""
+    from test_root_start import launch, records
+    fake_dir = tmp_path / "fake"
+    fake_dir.mkdir()
+    fake_dir.chmod(0o755)
+    record = fake_dir / "seen"
+    record.touch()
+    record.chmod(0o666)
+    program = fake_dir / "worker.py"
+    program.write_text(FIRST_LOOK.format(record=str(record)))
+    program.chmod(0o755)
+    h = launch(tmp_path, make_config(free_port()), tmp_path / "run" / "x.pid", args=("--worker-program", str(program)),
+               wait=False)
+    try:
+        deadline = time.monotonic() + 10
+        while not records(record) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen = records(record)
+        assert seen, f"the stand-in worker recorded nothing:\n{h.log()}"
+        worker, service = pwd.getpwnam(WORKER_USER), pwd.getpwnam(SERVICE_USER)
+        assert seen[0]["dumpable"] == 0 and seen[0]["secure"] == 1, seen[0]
+        assert seen[0]["ids"] == [worker.pw_uid] * 3 and seen[0]["groups"] == [], seen[0]
+        assert seen[0]["gids"] == [service.pw_gid, worker.pw_gid, worker.pw_gid], seen[0]
+    finally:
+        h.process.send_signal(signal.SIGTERM)
+        h.process.wait(timeout=20)

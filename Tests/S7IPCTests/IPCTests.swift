@@ -39,7 +39,8 @@ let toMemory: [SupervisorToMemory] = [
     .prepare(MemoryStart(memory: definition, stateDirectory: "/var/lib/s7commd", reuse: true, attachSocket: true)),
     .prepare(MemoryStart(memory: definition, stateDirectory: nil, reuse: false, attachSocket: false)), .stop,
 ]
-let fromMemory: [MemoryToSupervisor] = [.ready(size: 70_000, readOnlySize: 0), .ready(size: 49_408, readOnlySize: 128)]
+let fromMemory: [MemoryToSupervisor] = [.ready(size: 70_000, readOnlySize: 0), .ready(size: 49_408, readOnlySize: 128),
+                                        .ready(size: 4096, readOnlySize: 0, sandbox: sandboxReport)]
 let controlReplies: [ControlReply] = [
     .status(report),
     .status(SupervisorReport(pid: 1, state: .restarting, endpoint: "", metrics: [], startedAt: 0, uptimeMs: 0, children: [],
@@ -165,7 +166,7 @@ struct IPCEncodingTests {
         #expect(toMemory[1].descriptorCount == 0)
         #expect(SupervisorToMemory.prepare(MemoryStart(memory: mappedOnly, stateDirectory: nil, reuse: true, attachSocket: true)).descriptorCount == 2)
         // ready: segment 0, or segment 0, segment 1 and segment 1 read-only.
-        #expect(fromMemory.map(\.descriptorCount) == [1, 3])
+        #expect(fromMemory.map(\.descriptorCount) == [1, 3, 1])
         #expect(throws: IPCError.unexpectedDescriptors(message: "ready", received: 1, expected: 3)) {
             try MemoryToSupervisor.decode(fromMemory[1].encoded(), descriptors: 1)
         }

@@ -301,4 +301,12 @@ struct SupervisorCoreTests {
         #expect(sends(out) == ["memory:stop"])
         #expect(sends(h.on(.exited(pid: 10, .exited(0)))) == ["exit:11"])
     }
+
+    @Test func theMemoryProcessesSandboxReportIsInTheStatus() {
+        var h = Harness()
+        _ = h.on(.start)
+        _ = h.on(.spawned(.memory, pid: 10))
+        _ = h.on(.fromMemory(pid: 10, .ready(size: 4096, readOnlySize: 0, sandbox: sandbox), readOnlyView: nil))
+        #expect(h.core.report(h.now, snapshot: nil, problem: nil).children.first { $0.role == .memory }?.sandbox == sandbox)
+    }
 }

@@ -27,6 +27,8 @@
 #define CS7_SPAWN_STEP_SETSID 12
 #define CS7_SPAWN_STEP_SETGROUPS 13
 #define CS7_SPAWN_STEP_SETRESGID 14
+// setregid(exec_real_gid, -1) for a secure exec (after setresgid).
+#define CS7_SPAWN_STEP_SETREGID 23
 #define CS7_SPAWN_STEP_SETRESUID 15
 // Emptying the permitted, effective and inheritable sets (capset) and the ambient set (prctl).
 #define CS7_SPAWN_STEP_CAPSET 16
@@ -68,6 +70,12 @@ struct cs7_spawn_as_request {
     // The real, effective and saved uid and gid of the child; it gets no supplementary group.
     uid_t uid;
     gid_t gid;
+    // When secure_exec: the child's real gid at exec (its effective and saved gid stay gid).
+    // An exec whose effective gid is not the real one is a secure exec: the kernel makes the
+    // process non-dumpable from its first instruction (fs.suid_dumpable) and ld.so ignores
+    // LD_* variables. The child evens its gids itself (setresgid to gid) once it runs.
+    bool secure_exec;
+    gid_t exec_real_gid;
 };
 
 // Why cs7_spawn_as failed.
